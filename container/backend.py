@@ -1,0 +1,95 @@
+"""The Python backend server behind one MMS model: MMS's own worker, with honest load errors.
+
+MMS's Java front starts one backend per model (through our launcher, see zygote.py) and talks to it
+over a Unix socket with MMS's binary protocol. We reuse MMS's worker class for that protocol and
+change two things: a model that fails to load is answered with its status (400 bad artifact,
+507 no room, 500 otherwise) instead of killing the worker, and every process we create dies with
+its parent so a DELETE or a crash leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+
+from mms.arg_parser import ArgParser
+from mms.model_service_worker import MXNetModelServiceWorker
+
+from container.procutil import die_with_parent
+from handler.errors import InferenceError
+
+log = logging.getLogger("mme.backend")
+
+
+def report_failed_load(name: str) -> None:
+    """Tell `serve` a load failed, so it unregisters the model (see server.FailedLoadJanitor).
+
+    MMS 1.1.11 answers a failed load with our status but then fails to unregister the model (its
+    worker thread interrupts itself while waiting for the backend to die), leaving it listed and
+    blocking a retry with 409. It kills this process on the way, so the clean-up can't be ours.
+    """
+    path = os.environ.get("MME_EVENTS_SOCKET")
+    if not path:
+        return
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(name.encode("utf-8"), path)
+    except OSError as exc:
+        log.warning("could not report the failed load of %s: %s", name, exc)
+
+
+class Backend(MXNetModelServiceWorker):
+    def load_model(self, load_model_request=None):  # noqa: ANN001 - MMS's signature
+        result = self._load(load_model_request)
+        if result[1] != 200:
+            report_failed_load(load_model_request["modelName"].decode("utf-8", "replace"))
+        return result
+
+    def _load(self, load_model_request):  # noqa: ANN001
+        try:
+            return super().load_model(load_model_request)
+        except InferenceError as exc:
+            log.warning("model load failed (%d): %s", exc.status, exc.message)
+            return exc.message, exc.status
+        except MemoryError:
+            return "Out of memory while loading the model", 507
+        except Exception as exc:  # noqa: BLE001 - the reason goes to the log, the status to MMS
+            log.exception("model load failed")
+            return f"Model failed to load: {type(exc).__name__}", 500
+
+
+    def start_worker(self, cl_socket: socket.socket) -> None:
+        die_with_parent()
+        super().start_worker(cl_socket)
+
+
+def main(argv: list[str]) -> int:
+    """Entry of a backend server; argv as MMS passes it to model_service_worker.py."""
+    # MMS reads our stdout line by line and matches "MMS worker started." exactly: plain format only.
+    logging.basicConfig(stream=sys.stdout, format="%(message)s", level=logging.INFO, force=True)
+    args = ArgParser.model_service_worker_args().parse_args(argv)
+    model_req = {
+        "handler": args.handler.encode("utf-8"),
+        "modelPath": args.model_path.encode("utf-8"),
+        "modelName": args.model_name.encode("utf-8"),
+    }
+    worker = Backend(args.sock_type, args.sock_name, args.host, args.port, model_req,
+                     args.preload_model, args.tmp_dir)
+    try:
+        worker.run_server()
+    except Exception:  # noqa: BLE001 - same as MMS: log, clean the socket, exit 1
+        logging.error("Backend worker process died", exc_info=True)
+    finally:
+        if args.sock_type == "unix" and args.sock_name and os.path.exists(args.sock_name):
+            os.remove(args.sock_name)
+    return 1
+
+
+if __name__ == "__main__":
+    # MMS passes the path of its model_service_worker.py first; we replace that script.
+    args = sys.argv[1:]
+    if args and args[0].endswith(".py"):
+        args = args[1:]
+    sys.exit(main(args))

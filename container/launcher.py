@@ -1,0 +1,70 @@
+"""The 'python' MMS starts for each model: asks the zygote to fork a pre-warmed backend instead.
+
+MMS's Java front runs `<python> model_service_worker.py --sock-name ... --model-path ...` per model.
+`container/serve` hands it this script (run with `python -IS`, stdlib only, so it starts in ~10 ms)
+as that executable. It passes its argv, environment, working directory and stdio to the zygote, which
+forks a backend that already has numpy/scipy/scikit-learn imported. This process stays as the
+backend's stand-in for Java: signals sent to it are forwarded, and it exits with the backend's exact
+status (re-raising the same signal when the backend was killed by one). If Java kills it with
+SIGKILL (as MMS does on DELETE), the zygote sees the socket close and kills the backend's group.
+"""
+
+import array
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or not sys.argv[1].endswith("model_service_worker.py"):
+        # Not a model backend (MMS also runs its metric collector with this 'python'): be python.
+        os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+    path = os.environ.get("MME_ZYGOTE_SOCKET")
+    if not path:
+        sys.stderr.write("launcher: MME_ZYGOTE_SOCKET is not set\n")
+        sys.exit(2)
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+    except OSError as exc:
+        sys.stderr.write(f"launcher: cannot reach the zygote at {path}: {exc}\n")
+        sys.exit(1)
+    request = json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+    frame = struct.pack("!I", len(request)) + request
+    sent = conn.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]))])
+    if sent < len(frame):
+        conn.sendall(frame[sent:])
+
+    def forward(signum, _frame):
+        try:
+            conn.sendall(b"S%d\n" % signum)
+        except OSError:
+            pass
+
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
+
+    buf = b""
+    while True:
+        chunk = conn.recv(4096)
+        if not chunk:  # zygote gone without a status: report like a killed process
+            sys.exit(137)
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            if line.startswith(b"X"):
+                status = int(line[1:])
+                if os.WIFSIGNALED(status):
+                    sig = os.WTERMSIG(status)
+                    signal.signal(sig, signal.SIG_DFL)
+                    os.kill(os.getpid(), sig)
+                sys.exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The MMS handler entry (`container.mms_entry:handle`): MMS's transport on one side, handler/ on the other.
+
+MMS calls `handle(None, context)` once when a model loads and `handle(batch, context)` per request.
+All HTTP meaning lives here: statuses, headers, the error body; handler/ knows nothing of MMS.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import psutil
+
+from container.ledger import MemoryLedger
+from handler.cache import ModelCache, ModelTooLarge
+from handler.errors import InferenceError, InsufficientMemory, error_body, to_error
+from handler.service import ModelService
+
+log = logging.getLogger("mme.entry")
+
+# One process serves one model, but the cache is still the single owner of it (and its size),
+# so the same code can later host many models in one pool process.
+_CACHE: ModelCache[ModelService] = ModelCache()
+_RESERVE_BYTES = int(os.environ.get("MME_MEMORY_RESERVE_MB", "64")) * 1024 * 1024
+
+
+def _check_room(name: str, nbytes: int) -> None:
+    """507 when this model would not fit: the configured budget, else what the machine has free."""
+    budget = os.environ.get("MME_MEMORY_BUDGET_BYTES")
+    state = os.environ.get("MME_STATE_DIR")
+    if budget and state:
+        ledger = MemoryLedger(state)
+        held = ledger.total(exclude_pid=os.getpid())
+        if held + nbytes > int(budget):
+            raise InsufficientMemory(
+                f"model needs {nbytes} bytes; {held} of the {budget}-byte budget are in use"
+            )
+        ledger.record(nbytes, name)
+    elif psutil.virtual_memory().available < nbytes + _RESERVE_BYTES:
+        raise InsufficientMemory(f"model needs {nbytes} bytes and the machine has too little free memory")
+
+
+def _load(context) -> None:  # noqa: ANN001 - MMS's Context
+    props = context.system_properties
+    model_dir = props.get("model_dir")
+    name = getattr(context, "model_name", None) or os.path.basename(str(model_dir))
+    try:
+        service = _CACHE.get_or_load(model_dir, lambda: ModelService.load(model_dir))
+    except ModelTooLarge as exc:
+        raise InsufficientMemory(str(exc)) from None
+    size = _CACHE.size_of(model_dir) or 0
+    try:
+        _check_room(name, size)
+    except InsufficientMemory:
+        _CACHE.evict(model_dir)
+        raise
+    log.info("loaded %s from %s (%d bytes measured)", name, model_dir, size)
+    return service
+
+
+def _headers(context, idx: int) -> dict[str, str]:  # noqa: ANN001
+    raw = context.get_all_request_header(idx) or {}
+    return {str(k).lower(): v for k, v in raw.items() if isinstance(v, str)}
+
+
+def _body(request: dict) -> bytes:
+    value = request.get("body")
+    if value is None:
+        value = request.get("data", b"")
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return bytes(value or b"")
+
+
+def handle(data, context):  # noqa: ANN001, ANN201 - MMS's contract
+    if data is None:
+        _load(context)
+        return None
+    model_dir = context.system_properties.get("model_dir")
+    service = _CACHE.get(model_dir)
+    out = []
+    for idx, request in enumerate(data):
+        try:
+            if service is None:  # evicted or never loaded: load again from the directory
+                service = _load(context)
+            headers = _headers(context, idx)
+            body, content_type = service.invoke(
+                _body(request),
+                headers.get("content-type"),
+                headers.get("accept"),
+                headers.get("x-amzn-sagemaker-custom-attributes"),
+            )
+            context.set_response_content_type(idx, content_type)
+            out.append(body)
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes one short JSON answer
+            err = exc if isinstance(exc, InferenceError) else to_error(exc)
+            context.set_response_status(err.status, err.message[:120], idx)
+            context.set_response_content_type(idx, "application/json")
+            out.append(error_body(err.status, err.message))
+    return out

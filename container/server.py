@@ -1,0 +1,244 @@
+"""`container/serve`: multi-model-server in SageMaker MME mode, in the foreground.
+
+Starts the Java front (MMS's ModelServer) directly rather than through the `multi-model-server`
+launcher, whose pid file in the temp dir forbids a second server per host. Each server gets a private
+run directory (config, Java temp dir, zygote socket, memory ledger), so several run side by side.
+With MME_BACKEND=zygote (default) models are forked from a pre-warmed zygote (see zygote.py);
+MME_BACKEND=vanilla gives each model a fresh interpreter, as stock MMS does, for comparison.
+SIGTERM stops Java, the zygote and every backend: nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from importlib import resources
+from pathlib import Path
+
+import mms
+
+from container.procutil import die_with_parent, kill_group
+from container.settings import ServeSettings, SettingsError
+
+STOP_GRACE_S = 8.0
+
+
+def log(msg: str) -> None:
+    print(f"[serve] {msg}", flush=True)
+
+
+def mms_properties(s: ServeSettings, tmp: Path) -> str:
+    max_bytes = s.max_payload_mb * 1024 * 1024
+    return "\n".join([
+        f"inference_address=http://0.0.0.0:{s.port}",
+        f"management_address=http://0.0.0.0:{s.port}",  # same port: MMS then serves the MME routes
+        "model_store=/",
+        f"default_workers_per_model={s.workers_per_model}",
+        f"default_response_timeout_seconds={s.response_timeout_s}",
+        f"unregister_model_timeout={max(1, s.response_timeout_s // 60)}",
+        f"default_service_handler={s.handler}",
+        f"max_request_size={max_bytes + 64 * 1024}",  # body limit plus room for headers
+        f"max_response_size={max_bytes * 4}",
+        "decode_input_request=false",
+        "preload_model=false",
+        "async_logging=true",
+        "metric_time_interval=300",  # MMS's host-metrics collector: a fresh Python each time
+        "",
+    ])
+
+
+def _launcher(run: Path, s: ServeSettings) -> Path:
+    """The executable MMS runs as 'python' for each model."""
+    path = run / "python-launcher"
+    if s.backend == "zygote":
+        source = resources.files("container").joinpath("launcher.py").read_text()
+        # -I -S: no site-packages, no PYTHON* env: starts in ~10 ms with only the stdlib it needs.
+        path.write_text(f"#!{sys.executable} -IS\n{source}")
+    else:
+        path.write_text(f'#!/bin/sh\nshift\nexec "{sys.executable}" -m container.backend "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+def _java_cmd(s: ServeSettings, run: Path, python: Path) -> list[str]:
+    java_home = os.environ.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else "java"
+    if shutil.which(java) is None:
+        raise SettingsError("java not found: install a Java 17 runtime (openjdk-17-jre-headless)")
+    mms_home = Path(mms.__file__).resolve().parent.parent
+    log4j = resources.files("container").joinpath("etc/log4j2.xml")
+    return [
+        java, f"-Dmodel_server_home={mms_home}", f"-Dlog4j.configurationFile=file://{log4j}",
+        f"-Djava.io.tmpdir={run / 'tmp'}", "-XX:+UseSerialGC", "-Xss512k", "-XX:-UsePerfData",
+        "-cp", f".:{mms_home / 'mms' / 'frontend'}/*", "com.amazonaws.ml.mms.ModelServer",
+        "--python", str(python), "-f", str(run / "config.properties"),
+    ]
+
+
+class FailedLoadJanitor(threading.Thread):
+    """Unregisters models whose load failed (backends report them on a datagram socket).
+
+    MMS answers such a load with the right status but leaves the model registered and broken (its
+    own unregister interrupts itself), so a retry would get 409. Its DELETE works once the failed
+    worker thread is gone: wait for that, check the model really has no live worker, delete it.
+    """
+
+    def __init__(self, sock_path: Path, port: int) -> None:
+        super().__init__(name="failed-load-janitor", daemon=True)
+        self.base = f"http://127.0.0.1:{port}/models/"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(sock_path))
+
+    def run(self) -> None:
+        while True:
+            try:
+                name = self.sock.recv(65536).decode("utf-8", "replace")
+            except OSError:
+                return
+            self.unregister(name)
+
+    def _call(self, method: str, name: str) -> tuple[int, bytes]:
+        req = urllib.request.Request(self.base + urllib.parse.quote(name, safe=""), method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except OSError:
+            return 0, b""
+
+    def unregister(self, name: str) -> None:
+        for _ in range(100):
+            time.sleep(0.03)
+            status, body = self._call("GET", name)
+            if status == 404:
+                return
+            if status == 200 and b'"READY"' in body:
+                return  # registered again meanwhile, and healthy: not ours to remove
+            status, _ = self._call("DELETE", name)
+            if status in (200, 404):
+                log(f"unregistered {name!r} after its failed load")
+                return
+        log(f"could not unregister {name!r} after its failed load")
+
+
+class Server:
+    def __init__(self, s: ServeSettings) -> None:
+        self.s = s
+        self.run = Path(tempfile.mkdtemp(prefix="mme-serve-"))
+        (self.run / "tmp").mkdir()
+        (self.run / "ledger").mkdir()
+        self.zygote: subprocess.Popen | None = None
+        self.java: subprocess.Popen | None = None
+        self.stopping = False
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["MME_STATE_DIR"] = str(self.run / "ledger")
+        env["MME_ZYGOTE_SOCKET"] = str(self.run / "zygote.sock")
+        env["SAGEMAKER_BIND_TO_PORT"] = str(self.s.port)
+        env["MME_EVENTS_SOCKET"] = str(self.run / "events.sock")
+        if self.s.memory_budget_bytes:
+            env["MME_MEMORY_BUDGET_BYTES"] = str(self.s.memory_budget_bytes)
+        env.setdefault("OMP_NUM_THREADS", "1")
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
+        return env
+
+    def start_zygote(self) -> None:
+        sock = self.run / "zygote.sock"
+        self.zygote = subprocess.Popen(
+            [sys.executable, "-m", "container.zygote", "--socket", str(sock)],
+            env=self.env(), preexec_fn=lambda: die_with_parent(signal.SIGTERM),
+        )
+        deadline = time.monotonic() + self.s.startup_timeout_s
+        while not sock.exists():
+            if self.zygote.poll() is not None:
+                raise RuntimeError(f"zygote exited with {self.zygote.returncode} while starting")
+            if time.monotonic() > deadline:
+                raise RuntimeError("zygote did not become ready in time")
+            time.sleep(0.02)
+
+    def start(self) -> None:
+        s = self.s
+        log(f"port {s.port}, backend {s.backend}, workers/model {s.workers_per_model}, run dir {self.run}")
+        (self.run / "config.properties").write_text(mms_properties(s, self.run / "tmp"))
+        python = _launcher(self.run, s)
+        cmd = _java_cmd(s, self.run, python)
+        FailedLoadJanitor(self.run / "events.sock", s.port).start()
+        if s.backend == "zygote":
+            self.start_zygote()
+        # Java leads its own process group: its backends (vanilla) and launchers go down with it.
+        self.java = subprocess.Popen(cmd, env=self.env(), cwd=self.run, start_new_session=True,
+                                     preexec_fn=lambda: die_with_parent(signal.SIGKILL))
+
+    def wait(self) -> int:
+        assert self.java is not None
+        while not self.stopping:
+            code = self.java.poll()
+            if code is not None:
+                log(f"model server exited with {code}")
+                return code if code else 1
+            if self.zygote is not None and self.zygote.poll() is not None and not self.stopping:
+                # The launchers of running models keep serving; new loads need a zygote again.
+                log(f"zygote exited with {self.zygote.returncode}; restarting it")
+                self.start_zygote()
+            time.sleep(0.2)
+        return 0
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self.java is not None and self.java.poll() is None:
+            kill_group(self.java.pid, signal.SIGTERM)
+            try:
+                self.java.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                log("model server did not stop in time; killing it")
+        if self.java is not None:
+            kill_group(self.java.pid, signal.SIGKILL)
+            self.java.wait()
+        if self.zygote is not None and self.zygote.poll() is None:
+            self.zygote.terminate()
+            try:
+                self.zygote.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.zygote.kill()
+                self.zygote.wait()
+        shutil.rmtree(self.run, ignore_errors=True)
+
+
+def main() -> int:
+    try:
+        settings = ServeSettings.from_env()
+    except SettingsError as exc:
+        print(f"serve: error: {exc}", file=sys.stderr)
+        return 2
+    if len(sys.argv) > 1 and sys.argv[1] not in ("serve",):
+        print(f"serve: error: unknown command {sys.argv[1]!r} (expected 'serve' or nothing)", file=sys.stderr)
+        return 2
+    server = Server(settings)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "stopping", True))
+    signal.signal(signal.SIGINT, lambda *_: setattr(server, "stopping", True))
+    try:
+        server.start()
+        code = server.wait()
+    except (SettingsError, RuntimeError) as exc:
+        print(f"serve: error: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        server.stop()
+    log("stopped")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Helpers for tests that run real servers: free ports MMS accepts, a running `container/serve`."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+SERVE = REPO / "container" / "serve"
+
+
+def free_port(lo: int = 20000, hi: int = 32000) -> int:
+    """A free loopback port below 32768 (MMS rejects higher ones, so port 0 won't do)."""
+    for _ in range(200):
+        port = random.randint(lo, hi)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
+
+
+def wait_http(url: str, timeout: float = 90.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+class Serve:
+    """A `container/serve` process and its base URL."""
+
+    def __init__(self, proc: subprocess.Popen, port: int, log_path: Path) -> None:
+        self.proc, self.port, self.log_path = proc, port, log_path
+        self.url = f"http://127.0.0.1:{port}"
+        self.http = requests.Session()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def load(self, name: str, path: str | os.PathLike, timeout: float = 120) -> requests.Response:
+        body = {"model_name": name, "url": str(path)}
+        return self.http.post(f"{self.url}/models", json=body, timeout=timeout)
+
+    def invoke(self, name: str, body: bytes | str, content_type: str = "text/csv",
+               accept: str | None = None, **headers: str) -> requests.Response:
+        h = {"Content-Type": content_type, **headers}
+        if accept is not None:
+            h["Accept"] = accept
+        return self.http.post(f"{self.url}/models/{name}/invoke", data=body, headers=h, timeout=60)
+
+    def unload(self, name: str) -> requests.Response:
+        return self.http.delete(f"{self.url}/models/{name}", timeout=60)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+@contextmanager
+def running_serve(tmp: Path, **env: str) -> Iterator[Serve]:
+    port = free_port()
+    log_path = tmp / f"serve-{port}.log"
+    full_env = {**os.environ, "SAGEMAKER_BIND_TO_PORT": str(port), "SAGEMAKER_MULTI_MODEL": "true", **env}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(SERVE)], env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    serve = Serve(proc, port, log_path)
+    try:
+        wait_http(f"{serve.url}/ping", proc=proc)
+        yield serve
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
