@@ -16,6 +16,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -28,19 +29,22 @@ def main() -> None:
     if not path:
         sys.stderr.write("launcher: MME_ZYGOTE_SOCKET is not set\n")
         sys.exit(2)
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        conn.connect(path)
-    except OSError as exc:
-        sys.stderr.write(f"launcher: cannot reach the zygote at {path}: {exc}\n")
-        sys.exit(1)
+    conn = connect(path)
     request = json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
     frame = struct.pack("!I", len(request)) + request
     sent = conn.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]))])
     if sent < len(frame):
         conn.sendall(frame[sent:])
 
+    backend = {"pid": 0, "orphaned": False}
+
     def forward(signum, _frame):
+        if backend["orphaned"]:
+            try:
+                os.killpg(backend["pid"], signum)
+            except OSError:
+                pass
+            return
         try:
             conn.sendall(b"S%d\n" % signum)
         except OSError:
@@ -52,18 +56,52 @@ def main() -> None:
     buf = b""
     while True:
         chunk = conn.recv(4096)
-        if not chunk:  # zygote gone without a status: report like a killed process
-            sys.exit(137)
+        if not chunk:
+            # The zygote died, but the backend lives on: watch it ourselves until it exits.
+            if not backend["pid"]:
+                sys.exit(137)
+            backend["orphaned"] = True
+            watch(backend["pid"])
+            sys.exit(1)
         buf += chunk
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
-            if line.startswith(b"X"):
+            if line.startswith(b"P"):
+                backend["pid"] = int(line[1:])
+            elif line.startswith(b"X"):
                 status = int(line[1:])
                 if os.WIFSIGNALED(status):
                     sig = os.WTERMSIG(status)
                     signal.signal(sig, signal.SIG_DFL)
                     os.kill(os.getpid(), sig)
                 sys.exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+
+
+def connect(path: str, patience_s: float = 60.0) -> socket.socket:
+    """Connect to the zygote, waiting while `serve` restarts it (a crashed zygote is back in ~1 s)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.connect(path)
+            return conn
+        except OSError as exc:
+            conn.close()
+            if time.monotonic() > deadline:
+                sys.stderr.write(f"launcher: cannot reach the zygote at {path}: {exc}\n")
+                sys.exit(1)
+            time.sleep(0.05)
+
+
+def watch(pid: int) -> None:
+    """Block until process `pid` (not our child) exits."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return
+    import select
+
+    select.select([fd], [], [])
 
 
 if __name__ == "__main__":

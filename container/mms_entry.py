@@ -12,7 +12,7 @@ import os
 import psutil
 
 from container.ledger import MemoryLedger
-from handler.cache import ModelCache, ModelTooLarge
+from handler.cache import ModelCache, ModelTooLarge, measure_bytes
 from handler.errors import InferenceError, InsufficientMemory, error_body, to_error
 from handler.service import ModelService
 
@@ -20,24 +20,29 @@ log = logging.getLogger("mme.entry")
 
 # One process serves one model, but the cache is still the single owner of it (and its size),
 # so the same code can later host many models in one pool process.
-_CACHE: ModelCache[ModelService] = ModelCache()
+_CACHE: ModelCache[ModelService] = ModelCache(sizer=lambda service: measure_bytes(service.model))
 _RESERVE_BYTES = int(os.environ.get("MME_MEMORY_RESERVE_MB", "64")) * 1024 * 1024
 
 
 def _check_room(name: str, nbytes: int) -> None:
-    """507 when this model would not fit: the configured budget, else what the machine has free."""
+    """507 when this model would not fit: the configured budget, else what the machine has free.
+
+    Every loaded model is recorded in the container-wide ledger (pid -> bytes, name), which is
+    also how tools find the process that serves a model.
+    """
     budget = os.environ.get("MME_MEMORY_BUDGET_BYTES")
     state = os.environ.get("MME_STATE_DIR")
-    if budget and state:
-        ledger = MemoryLedger(state)
+    ledger = MemoryLedger(state) if state else None
+    if budget and ledger is not None:
         held = ledger.total(exclude_pid=os.getpid())
         if held + nbytes > int(budget):
             raise InsufficientMemory(
                 f"model needs {nbytes} bytes; {held} of the {budget}-byte budget are in use"
             )
-        ledger.record(nbytes, name)
     elif psutil.virtual_memory().available < nbytes + _RESERVE_BYTES:
         raise InsufficientMemory(f"model needs {nbytes} bytes and the machine has too little free memory")
+    if ledger is not None:
+        ledger.record(nbytes, name)
 
 
 def _load(context) -> None:  # noqa: ANN001 - MMS's Context

@@ -118,18 +118,24 @@ class FailedLoadJanitor(threading.Thread):
             return 0, b""
 
     def unregister(self, name: str) -> None:
-        for _ in range(100):
+        # MMS's own failed unregister removes the model and then puts it back, so one 404 proves
+        # nothing: only a 404 that holds for a few checks in a row ends the job.
+        gone_streak = 0
+        for _ in range(200):
             time.sleep(0.03)
             status, body = self._call("GET", name)
             if status == 404:
-                return
+                gone_streak += 1
+                if gone_streak >= 5:
+                    return
+                continue
+            gone_streak = 0
             if status == 200 and b'"READY"' in body:
                 return  # registered again meanwhile, and healthy: not ours to remove
             status, _ = self._call("DELETE", name)
-            if status in (200, 404):
+            if status == 200:
                 log(f"unregistered {name!r} after its failed load")
-                return
-        log(f"could not unregister {name!r} after its failed load")
+        log(f"could not confirm that {name!r} was unregistered after its failed load")
 
 
 class Server:

@@ -26,6 +26,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 
 from container.procutil import become_subreaper, die_with_parent, kill_group
@@ -72,6 +73,23 @@ def preload() -> None:
     X = np.arange(8.0).reshape(4, 2)
     clf = sklearn.linear_model.LogisticRegression().fit(X, [0, 1, 0, 1])
     clf.predict_proba(X)
+
+
+def follow_launcher(pid: int) -> None:
+    """Kill this process group when the launcher (MMS's handle on this model) exits."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:  # already gone
+        kill_group(os.getpgid(0), signal.SIGKILL)
+        return
+
+    def watch() -> None:
+        import select
+
+        select.select([fd], [], [])
+        kill_group(os.getpgid(0), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="follow-launcher", daemon=True).start()
 
 
 class Zygote:
@@ -122,6 +140,8 @@ class Zygote:
         assert self.listener is not None
         conn, _ = self.listener.accept()
         conn.settimeout(10)
+        launcher_pid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                          struct.calcsize("3i")))[0]
         try:
             request, fds = self._read_request(conn)
         except (OSError, ValueError) as exc:
@@ -132,7 +152,7 @@ class Zygote:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            self._become_backend(conn, request, fds)  # never returns
+            self._become_backend(conn, request, fds, launcher_pid)  # never returns
         for fd in fds:
             os.close(fd)
         conn.settimeout(None)
@@ -170,11 +190,13 @@ class Zygote:
             raise ValueError(f"expected 3 stdio descriptors, got {len(fds)}")
         return json.loads(body), list(fds)
 
-    def _become_backend(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
+    def _become_backend(self, conn: socket.socket, request: dict, fds: list[int], launcher_pid: int) -> None:
         code = 1
         try:
             os.setsid()
-            die_with_parent()
+            # Not tied to the zygote's life (a zygote crash must not take loaded models down);
+            # tied to the launcher's instead, which is what MMS kills to unload the model.
+            follow_launcher(launcher_pid)
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)

@@ -132,10 +132,13 @@ def _getsizeof_walk(root: object) -> int:
                 children.append(v)
         elif isinstance(obj, list | tuple | set | frozenset):
             children.extend(obj)
-        base = getattr(obj, "base", None)  # a numpy view keeps its base array alive
+        try:  # attribute access can run arbitrary __getattr__ code; a failure just ends this branch
+            base = getattr(obj, "base", None)  # a numpy view keeps its base array alive
+            instance_dict = getattr(obj, "__dict__", None)
+        except Exception:
+            continue
         if base is not None and not isinstance(obj, type):
             children.append(base)
-        instance_dict = getattr(obj, "__dict__", None)
         if isinstance(instance_dict, dict):
             children.append(instance_dict)
         for cls in type(obj).__mro__:
@@ -143,7 +146,7 @@ def _getsizeof_walk(root: object) -> int:
                 if isinstance(slot, str) and slot not in ("__dict__", "__weakref__"):
                     try:
                         children.append(getattr(obj, slot))
-                    except AttributeError:
+                    except Exception:
                         pass
         stack.extend((child, depth + 1) for child in children)
     return total

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,6 +46,13 @@ def wait_http(url: str, timeout: float = 90.0, proc: subprocess.Popen | None = N
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 class Serve:
     """A `container/serve` process and its base URL."""
 
@@ -69,6 +77,22 @@ class Serve:
 
     def unload(self, name: str) -> requests.Response:
         return self.http.delete(f"{self.url}/models/{name}", timeout=60)
+
+    def run_dir(self) -> Path:
+        for line in self.log().splitlines():
+            if line.startswith("[serve]") and "run dir " in line:
+                return Path(line.rsplit("run dir ", 1)[1].strip())
+        raise AssertionError("serve did not log its run dir")
+
+    def model_pids(self) -> dict[str, int]:
+        """Model name -> pid of the worker process serving it (from the container's memory ledger)."""
+        out = {}
+        for entry in (self.run_dir() / "ledger").iterdir():
+            if entry.name.isdigit() and _running(int(entry.name)):
+                parts = entry.read_text().split(maxsplit=1)
+                if len(parts) == 2:
+                    out[parts[1].strip()] = int(entry.name)
+        return out
 
     def stop(self, timeout: float = 30) -> int:
         if self.proc.poll() is None:

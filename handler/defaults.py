@@ -1,0 +1,75 @@
+"""The default model_fn / input_fn / predict_fn / output_fn (the SageMaker toolkit contract).
+
+A model's code/inference.py may override any of them; these are what runs otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from handler.content_types import negotiate, parse_media_type
+from handler.decoders import decode
+from handler.encoders import encode
+from handler.errors import BadRequest, InferenceError, UserCodeError, one_line
+from handler.model_loader import find_model_file, load_model_file, verify_sha256
+from handler.settings import get_settings
+
+
+def model_fn(model_dir: str | os.PathLike) -> object:
+    """Load the model file of `model_dir` (see find_model_file), verifying a `.sha256` sidecar if present."""
+    path = find_model_file(Path(model_dir))
+    verify_sha256(path)
+    return load_model_file(path, get_settings().skops_trusted_types)
+
+
+def input_fn(input_data: bytes | str, content_type: str | None) -> np.ndarray:
+    """Decode a request body to a 2-D float array. No content type means text/csv (like SageMaker's sklearn
+    container; MME_DEFAULT_CONTENT_TYPE changes it)."""
+    media = parse_media_type(content_type or get_settings().default_content_type)
+    return decode(input_data, media)
+
+
+def check_n_features(data: object, model: object) -> None:
+    """400 before predicting when the row width differs from what the model was fitted on."""
+    expected = getattr(model, "n_features_in_", None)
+    shape = getattr(data, "shape", None)
+    if isinstance(expected, int | np.integer) and isinstance(shape, tuple) and len(shape) == 2:
+        if shape[1] != expected:
+            raise BadRequest(f"expected {int(expected)} features, got {shape[1]}")
+
+
+def _call_model(method, data: object) -> object:
+    try:
+        return method(data)
+    except (InferenceError, MemoryError):
+        raise
+    except ValueError as exc:  # sklearn's input validation (NaN/inf, shape, dtype): the request's fault
+        raise BadRequest(one_line(exc)) from None
+    except Exception as exc:
+        raise UserCodeError(f"model.{method.__name__} failed: {type(exc).__name__}: {exc}") from None
+
+
+def predict_fn(data: object, model: object) -> dict[str, list]:
+    """{"predictions": [...]} plus "probabilities" (one list per row) when the model has predict_proba."""
+    check_n_features(data, model)
+    predictions = _call_model(model.predict, data)
+    # Plain Python lists (NaN kept; the JSON encoder turns non-finite values into null).
+    result: dict[str, list] = {"predictions": np.asarray(predictions).tolist()}
+    # hasattr is False for pipelines whose last step lacks predict_proba (sklearn's available_if).
+    if hasattr(model, "predict_proba"):
+        try:
+            probabilities = _call_model(model.predict_proba, data)
+        except UserCodeError:
+            probabilities = None  # e.g. NotImplementedError: the predictions alone are still an answer
+        if isinstance(probabilities, np.ndarray) and probabilities.ndim == 2:
+            result["probabilities"] = probabilities.tolist()
+    return result
+
+
+def output_fn(prediction: object, accept: str | None) -> tuple[bytes, str]:
+    """Encode for the best supported type of `accept` (q-values, wildcards); returns (body, content type)."""
+    content_type = negotiate(accept, get_settings().default_accept)
+    return encode(prediction, content_type), content_type
