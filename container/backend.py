@@ -65,6 +65,20 @@ class Backend(MXNetModelServiceWorker):
         super().start_worker(cl_socket)
 
 
+def serve_connection(client: socket.socket, args) -> int:  # noqa: ANN001 - MMS's argparse namespace
+    """Serve one MMS connection in this (forked) process: load the model, then answer requests."""
+    logging.basicConfig(stream=sys.stdout, format="%(message)s", level=logging.INFO, force=True)
+    model_req = {
+        "handler": args.handler.encode("utf-8"),
+        "modelPath": args.model_path.encode("utf-8"),
+        "modelName": args.model_name.encode("utf-8"),
+    }
+    # tcp with no bind: MMS's constructor would otherwise delete the model's socket file.
+    worker = Backend("tcp", None, "127.0.0.1", "0", model_req, False, args.tmp_dir)
+    worker.start_worker(client)  # exits via SystemExit when MMS hangs up
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """Entry of a backend server; argv as MMS passes it to model_service_worker.py."""
     # MMS reads our stdout line by line and matches "MMS worker started." exactly: plain format only.

@@ -3,10 +3,11 @@
 MMS's Java front runs `<python> model_service_worker.py --sock-name ... --model-path ...` per model.
 `container/serve` hands it this script (run with `python -IS`, stdlib only, so it starts in ~10 ms)
 as that executable. It passes its argv, environment, working directory and stdio to the zygote, which
-forks a backend that already has numpy/scipy/scikit-learn imported. This process stays as the
-backend's stand-in for Java: signals sent to it are forwarded, and it exits with the backend's exact
-status (re-raising the same signal when the backend was killed by one). If Java kills it with
-SIGKILL (as MMS does on DELETE), the zygote sees the socket close and kills the backend's group.
+then serves the model's socket with workers forked from its pre-warmed interpreter. This process
+stays as the model's stand-in for Java: signals sent to it are forwarded, and it exits with the
+model's status (re-raising the same signal when the model was ended by one). If Java kills it with
+SIGKILL (as MMS does on DELETE), the zygote sees the socket close and ends the model's workers,
+which also watch this process and exit with it.
 """
 
 import array
@@ -29,24 +30,11 @@ def main() -> None:
     if not path:
         sys.stderr.write("launcher: MME_ZYGOTE_SOCKET is not set\n")
         sys.exit(2)
-    conn = connect(path)
-    request = json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
-    frame = struct.pack("!I", len(request)) + request
-    sent = conn.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]))])
-    if sent < len(frame):
-        conn.sendall(frame[sent:])
-
-    backend = {"pid": 0, "orphaned": False}
+    state = {"conn": register(path, adopt=False)}
 
     def forward(signum, _frame):
-        if backend["orphaned"]:
-            try:
-                os.killpg(backend["pid"], signum)
-            except OSError:
-                pass
-            return
         try:
-            conn.sendall(b"S%d\n" % signum)
+            state["conn"].sendall(b"S%d\n" % signum)
         except OSError:
             pass
 
@@ -55,26 +43,35 @@ def main() -> None:
 
     buf = b""
     while True:
-        chunk = conn.recv(4096)
+        chunk = state["conn"].recv(4096)
         if not chunk:
-            # The zygote died, but the backend lives on: watch it ourselves until it exits.
-            if not backend["pid"]:
-                sys.exit(137)
-            backend["orphaned"] = True
-            watch(backend["pid"])
-            sys.exit(1)
+            # The zygote died; our model's workers live on. Hand the model to the new zygote.
+            state["conn"].close()
+            state["conn"] = register(path, adopt=True)
+            buf = b""
+            continue
         buf += chunk
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
-            if line.startswith(b"P"):
-                backend["pid"] = int(line[1:])
-            elif line.startswith(b"X"):
+            if line.startswith(b"X"):
                 status = int(line[1:])
                 if os.WIFSIGNALED(status):
                     sig = os.WTERMSIG(status)
                     signal.signal(sig, signal.SIG_DFL)
                     os.kill(os.getpid(), sig)
                 sys.exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+
+
+def register(path: str, adopt: bool) -> socket.socket:
+    """Send our argv, environment, cwd and stdio to the zygote, which then serves this model."""
+    conn = connect(path)
+    request = json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ),
+                          "adopt": adopt}).encode()
+    frame = struct.pack("!I", len(request)) + request
+    sent = conn.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]))])
+    if sent < len(frame):
+        conn.sendall(frame[sent:])
+    return conn
 
 
 def connect(path: str, patience_s: float = 60.0) -> socket.socket:
@@ -91,17 +88,6 @@ def connect(path: str, patience_s: float = 60.0) -> socket.socket:
                 sys.stderr.write(f"launcher: cannot reach the zygote at {path}: {exc}\n")
                 sys.exit(1)
             time.sleep(0.05)
-
-
-def watch(pid: int) -> None:
-    """Block until process `pid` (not our child) exits."""
-    try:
-        fd = os.pidfd_open(pid)
-    except OSError:
-        return
-    import select
-
-    select.select([fd], [], [])
 
 
 if __name__ == "__main__":

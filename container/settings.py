@@ -11,6 +11,7 @@ from dataclasses import dataclass
 # MMS's Java front rejects ports from 32768 up ("Invalid port number"); say so up front.
 MAX_MMS_PORT = 32767
 BACKENDS = ("zygote", "vanilla")
+LAUNCHERS = ("auto", "c", "python")
 
 
 class SettingsError(ValueError):
@@ -54,6 +55,7 @@ class ServeSettings:
     memory_budget_bytes: int | None
     startup_timeout_s: int
     handler: str
+    launcher: str
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServeSettings:
@@ -70,6 +72,9 @@ class ServeSettings:
         backend = env.get("MME_BACKEND", "zygote").strip() or "zygote"
         if backend not in BACKENDS:
             raise SettingsError(f"MME_BACKEND={backend!r}: choose one of {', '.join(BACKENDS)}")
+        launcher = env.get("MME_LAUNCHER", "auto").strip() or "auto"
+        if launcher not in LAUNCHERS:
+            raise SettingsError(f"MME_LAUNCHER={launcher!r}: choose one of {', '.join(LAUNCHERS)}")
         budget = env.get("MME_MEMORY_BUDGET", "").strip()
         return cls(
             port=port,
@@ -80,4 +85,5 @@ class ServeSettings:
             memory_budget_bytes=parse_size(budget) if budget else None,
             startup_timeout_s=_int(env, "SAGEMAKER_STARTUP_TIMEOUT", 120, 1, 3600),
             handler=env.get("MME_HANDLER", "container.mms_entry:handle"),
+            launcher=launcher,
         )

@@ -1,15 +1,18 @@
-"""Pre-warmed fork server: one process imports the heavy libraries once; each model is a fork of it.
+"""Pre-warmed fork server: the one backend server behind every model MMS loads.
 
-Vanilla MMS starts a fresh interpreter per model, which re-imports numpy, scipy and scikit-learn:
-~92 MB and ~1.1 s per model. Here the zygote imports them once, warms them with a tiny predict,
-freezes the GC (so collections in the children don't write to, and un-share, the inherited pages)
-and forks a backend for each launcher that connects. A model then costs only the pages it touches.
+Vanilla MMS starts a fresh interpreter per model ("backend server"), which re-imports numpy, scipy
+and scikit-learn (~92 MB and ~1.1 s per model) and then forks one worker per connection. Here the
+zygote imports all that once, warms it with a real load and predict, freezes the GC (so collections
+in children don't write to, and un-share, the inherited pages), and then plays the backend server
+for every model: it binds each model's socket, tells MMS "MMS worker started.", and forks a worker
+straight from itself for each connection MMS opens. A model costs only the pages its worker touches.
 
-Protocol with launcher.py over a Unix socket: the launcher sends a length-prefixed JSON
-{argv, cwd, env} with its stdin/stdout/stderr attached (SCM_RIGHTS), then may send `S<signum>\n`
-lines to forward signals; the zygote answers `P<pid>\n` once forked and `X<waitstatus>\n` when
-the backend exits. Each backend leads its own process group (its worker children join it), so
-the whole model goes at once when the launcher disappears.
+Protocol with launcher.py (MMS's per-model 'python') over a Unix socket: the launcher sends a
+length-prefixed JSON {argv, cwd, env, adopt} with its stdin/stdout/stderr attached (SCM_RIGHTS),
+then may send `S<signum>\\n` to forward a signal; the zygote answers `X<waitstatus>\\n` when the model
+ends. When the launcher disappears (MMS kills it on DELETE) the model's socket and workers go.
+If the zygote itself dies, workers keep serving; `serve` starts a new zygote and each launcher
+reconnects with adopt=true so the model's socket is served again.
 """
 
 from __future__ import annotations
@@ -21,40 +24,39 @@ import importlib
 import json
 import logging
 import os
+import resource
 import selectors
 import signal
 import socket
 import struct
 import sys
+import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 
-from container.procutil import become_subreaper, die_with_parent, kill_group
+from container.procutil import become_subreaper, die_with_parent
 
 log = logging.getLogger("mme.zygote")
 MAX_REQUEST = 1 << 20
 
 
 def preload() -> None:
-    """Import and warm everything a backend and a typical model need, before any fork."""
+    """Import and warm everything a worker and a typical model need, before any fork."""
     # One BLAS thread per process: many small models on few cores; also makes forking safe.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     import multiprocessing  # noqa: F401
 
-    import joblib  # noqa: F401
     import mms.model_loader  # noqa: F401
     import mms.service  # noqa: F401
-    import numpy as np
     import scipy.sparse  # noqa: F401
-    import scipy.special  # noqa: F401
-    import sklearn  # noqa: F401
     import sklearn.cluster  # noqa: F401
     import sklearn.compose  # noqa: F401
     import sklearn.decomposition  # noqa: F401
     import sklearn.ensemble  # noqa: F401
     import sklearn.impute  # noqa: F401
-    import sklearn.linear_model
+    import sklearn.linear_model  # noqa: F401
     import sklearn.naive_bayes  # noqa: F401
     import sklearn.neighbors  # noqa: F401
     import sklearn.pipeline  # noqa: F401
@@ -68,35 +70,58 @@ def preload() -> None:
     module = os.environ.get("MME_HANDLER", "container.mms_entry:handle").split(":", 1)[0]
     if "/" not in module:
         importlib.import_module(module)
-
-    # Touch the lazy paths (input validation, threadpool checks) once, so children inherit them warm.
-    X = np.arange(8.0).reshape(4, 2)
-    clf = sklearn.linear_model.LogisticRegression().fit(X, [0, 1, 0, 1])
-    clf.predict_proba(X)
+    _warm_up()
 
 
-def follow_launcher(pid: int) -> None:
-    """Kill this process group when the launcher (MMS's handle on this model) exits."""
+def _warm_up() -> None:
+    """Run one real load and one predict per codec, so lazy imports and caches are filled pre-fork."""
+    from container import examples
+    from handler.service import ModelService
+
+    with tempfile.TemporaryDirectory(prefix="mme-warm-") as tmp:
+        model_dir = examples.write_model_dir(examples.small_model(0), tmp, "warm")
+        service = ModelService.load(model_dir)
+        for ctype, body in (("text/csv", b"5.1,3.5,1.4,0.2"), ("application/json", b"[[5.1,3.5,1.4,0.2]]"),
+                            ("application/jsonlines", b"[5.1,3.5,1.4,0.2]")):
+            for accept in ("application/json", "text/csv", "application/jsonlines", "application/x-npy"):
+                service.invoke(body, ctype, accept)
+
+
+def follow(pid: int) -> None:
+    """End this process when process `pid` (the model's launcher, MMS's handle on it) exits."""
     try:
         fd = os.pidfd_open(pid)
     except OSError:  # already gone
-        kill_group(os.getpgid(0), signal.SIGKILL)
-        return
+        os._exit(0)
 
     def watch() -> None:
         import select
 
         select.select([fd], [], [])
-        kill_group(os.getpgid(0), signal.SIGKILL)
+        os._exit(0)
 
     threading.Thread(target=watch, name="follow-launcher", daemon=True).start()
+
+
+@dataclass
+class Slot:
+    """One model MMS asked for: its launcher, its socket, its stdio and its live workers."""
+
+    conn: socket.socket
+    launcher_pid: int
+    request: dict
+    fds: list[int]
+    args: argparse.Namespace
+    listener: socket.socket | None = None
+    workers: set[int] = field(default_factory=set)
 
 
 class Zygote:
     def __init__(self, sock_path: str) -> None:
         self.sock_path = sock_path
         self.sel = selectors.DefaultSelector()
-        self.children: dict[int, socket.socket] = {}  # backend pid -> its launcher's connection
+        self.slots: dict[int, Slot] = {}  # by launcher connection fd
+        self.worker_slot: dict[int, Slot] = {}
         self.listener: socket.socket | None = None
         self.wake_r, self.wake_w = socket.socketpair()
         self.stopping = False
@@ -106,13 +131,13 @@ class Zygote:
             os.unlink(self.sock_path)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(self.sock_path + ".tmp")
-        self.listener.listen(256)
+        self.listener.listen(512)
         os.rename(self.sock_path + ".tmp", self.sock_path)  # appears only when ready to fork
-        self.sel.register(self.listener, selectors.EVENT_READ, "accept")
+        self.sel.register(self.listener, selectors.EVENT_READ, ("accept", None))
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
         signal.set_wakeup_fd(self.wake_w.fileno())
-        self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
+        self.sel.register(self.wake_r, selectors.EVENT_READ, ("wake", None))
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
@@ -123,43 +148,76 @@ class Zygote:
     def run(self) -> None:
         while not self.stopping:
             for key, _ in self.sel.select(timeout=1.0):
-                if key.data == "accept":
-                    self._accept()
-                elif key.data == "wake":
+                kind, slot = key.data
+                if kind == "accept":
+                    self._accept_launcher()
+                elif kind == "wake":
                     try:
                         while self.wake_r.recv(512):
                             pass
                     except BlockingIOError:
                         pass
-                else:
-                    self._from_launcher(key.data, key.fileobj)
+                elif kind == "launcher":
+                    self._from_launcher(slot)
+                elif kind == "model":
+                    self._fork_worker(slot)
             self._reap()
         self.shutdown()
 
-    def _accept(self) -> None:
+    # -- launchers ---------------------------------------------------------------------------
+    def _accept_launcher(self) -> None:
         assert self.listener is not None
         conn, _ = self.listener.accept()
         conn.settimeout(10)
-        launcher_pid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                          struct.calcsize("3i")))[0]
         try:
+            pid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                      struct.calcsize("3i")))[0]
             request, fds = self._read_request(conn)
         except (OSError, ValueError) as exc:
-            log.warning("zygote: bad launcher request: %s", exc)
+            log.warning("bad launcher request: %s", exc)
             conn.close()
             return
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            self._become_backend(conn, request, fds, launcher_pid)  # never returns
-        for fd in fds:
-            os.close(fd)
-        conn.settimeout(None)
-        self.children[pid] = conn
-        self.sel.register(conn, selectors.EVENT_READ, pid)
+        from mms.arg_parser import ArgParser
+
+        argv = [a for a in request.get("argv") or [] if not a.endswith("model_service_worker.py")]
         try:
-            conn.sendall(b"P%d\n" % pid)
+            args = ArgParser.model_service_worker_args().parse_args(argv)
+        except SystemExit:
+            log.warning("launcher sent arguments MMS's worker would not take: %s", argv)
+            self._close_fds(fds)
+            conn.close()
+            return
+        conn.settimeout(None)
+        slot = Slot(conn=conn, launcher_pid=pid, request=request, fds=fds, args=args)
+        try:
+            slot.listener = self._bind(args.sock_name)
+        except OSError as exc:
+            self._write(slot, f"cannot listen on {args.sock_name}: {exc}\n", err=True)
+            self._end(slot, status=1 << 8)
+            return
+        self.slots[conn.fileno()] = slot
+        self.sel.register(conn, selectors.EVENT_READ, ("launcher", slot))
+        self.sel.register(slot.listener, selectors.EVENT_READ, ("model", slot))
+        if not request.get("adopt"):
+            # What MMS waits for on the backend server's stdout before it connects.
+            self._write(slot, f"Listening on port: {args.sock_name}\n[PID] {pid}\nMMS worker started.\n"
+                              f"Python runtime: {sys.version.split()[0]}\n")
+
+    @staticmethod
+    def _bind(path: str) -> socket.socket:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        sock.listen(128)
+        return sock
+
+    @staticmethod
+    def _write(slot: Slot, text: str, err: bool = False) -> None:
+        try:
+            os.write(slot.fds[2 if err else 1], text.encode())
         except OSError:
             pass
 
@@ -170,62 +228,135 @@ class Zygote:
         for level, kind, data in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-        while len(msg) < 4:
-            more = conn.recv(4 - len(msg))
-            if not more:
-                raise ValueError("launcher closed early")
-            msg += more
-        (length,) = struct.unpack("!I", msg)
-        if length > MAX_REQUEST:
-            raise ValueError(f"request of {length} bytes")
-        body = b""
-        while len(body) < length:
-            more = conn.recv(length - len(body))
-            if not more:
-                raise ValueError("launcher closed early")
-            body += more
-        if len(fds) != 3:
-            for fd in fds:
-                os.close(fd)
-            raise ValueError(f"expected 3 stdio descriptors, got {len(fds)}")
-        return json.loads(body), list(fds)
+        try:
+            while len(msg) < 4:
+                more = conn.recv(4 - len(msg))
+                if not more:
+                    raise ValueError("launcher closed early")
+                msg += more
+            (length,) = struct.unpack("!I", msg)
+            if length > MAX_REQUEST:
+                raise ValueError(f"request of {length} bytes")
+            body = b""
+            while len(body) < length:
+                more = conn.recv(length - len(body))
+                if not more:
+                    raise ValueError("launcher closed early")
+                body += more
+            if len(fds) != 3:
+                raise ValueError(f"expected 3 stdio descriptors, got {len(fds)}")
+            return json.loads(body), list(fds)
+        except BaseException:
+            Zygote._close_fds(list(fds))
+            raise
 
-    def _become_backend(self, conn: socket.socket, request: dict, fds: list[int], launcher_pid: int) -> None:
+    @staticmethod
+    def _close_fds(fds: list[int]) -> None:
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _from_launcher(self, slot: Slot) -> None:
+        try:
+            data = slot.conn.recv(256)
+        except OSError:
+            data = b""
+        if not data:  # launcher gone (MMS kills it on DELETE or after a failure): the model goes
+            self._end(slot, status=None)
+            return
+        for line in data.split(b"\n"):
+            if line.startswith(b"S") and line[1:].isdigit():
+                sig = int(line[1:])
+                self._end(slot, status=sig, sig=sig)  # the model dies of the signal it was sent
+                return
+
+    def _end(self, slot: Slot, status: int | None, sig: int = signal.SIGKILL) -> None:
+        """Take a model down: its workers, its socket, its stdio; report `status` to the launcher."""
+        for pid in list(slot.workers):
+            try:
+                os.kill(pid, sig)
+                if sig != signal.SIGKILL:
+                    os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        if slot.listener is not None:
+            try:
+                self.sel.unregister(slot.listener)
+            except (KeyError, ValueError):
+                pass
+            slot.listener.close()
+            try:
+                os.unlink(slot.args.sock_name)
+            except OSError:
+                pass
+            slot.listener = None
+        if status is not None:
+            try:
+                slot.conn.sendall(b"X%d\n" % status)
+            except OSError:
+                pass
+        self.slots.pop(slot.conn.fileno(), None)
+        try:
+            self.sel.unregister(slot.conn)
+        except (KeyError, ValueError):
+            pass
+        slot.conn.close()
+        self._close_fds(slot.fds)
+        slot.fds = []
+
+    # -- workers -----------------------------------------------------------------------------
+    def _fork_worker(self, slot: Slot) -> None:
+        assert slot.listener is not None
+        try:
+            client, _ = slot.listener.accept()
+        except OSError:
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            self._become_worker(slot, client)  # never returns
+        client.close()
+        slot.workers.add(pid)
+        self.worker_slot[pid] = slot
+
+    def _become_worker(self, slot: Slot, client: socket.socket) -> None:
         code = 1
         try:
-            os.setsid()
-            # Not tied to the zygote's life (a zygote crash must not take loaded models down);
-            # tied to the launcher's instead, which is what MMS kills to unload the model.
-            follow_launcher(launcher_pid)
+            follow(slot.launcher_pid)
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
-            # Drop every zygote socket through its object, so no stale object closes a reused fd later.
-            for other in list(self.children.values()) + [conn, self.listener, self.wake_r, self.wake_w]:
-                if other is not None:
-                    other.close()
+            # Close every zygote socket through its object, so no stale object closes a reused fd later.
+            for other in list(self.slots.values()):
+                other.conn.close()
+                if other.listener is not None:
+                    other.listener.close()
+                if other is not slot:
+                    self._close_fds(other.fds)
+            for sock in (self.listener, self.wake_r, self.wake_w):
+                if sock is not None:
+                    sock.close()
             self.sel.close()
-            for target, fd in enumerate(fds):
+            for target, fd in enumerate(slot.fds):
                 os.dup2(fd, target)
-                if fd > 2:
-                    os.close(fd)
+            self._close_fds([fd for fd in slot.fds if fd > 2])
+            request = slot.request
             os.chdir(request.get("cwd") or "/")
             os.environ.clear()
             os.environ.update(request.get("env") or {})
-            argv = list(request.get("argv") or [])
-            if argv and argv[0].endswith(".py"):
-                argv = argv[1:]  # MMS's model_service_worker.py path: replaced by our backend
-            sys.argv = ["container.backend", *argv]
             # What a fresh interpreter would have taken from PYTHONPATH (MMS puts the model dir there).
             extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
             sys.path[1:1] = extra
-            from container.backend import main
+            from container.backend import serve_connection
 
-            code = main(argv)
+            code = serve_connection(client, slot.args)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:  # noqa: BLE001 - report, then leave the fork no matter what
-            log.exception("zygote child failed")
+            log.exception("worker failed")
         finally:
             try:
                 sys.stdout.flush()
@@ -233,50 +364,30 @@ class Zygote:
             finally:
                 os._exit(code)
 
-    def _from_launcher(self, pid: int, conn: socket.socket) -> None:
-        try:
-            data = conn.recv(256)
-        except OSError:
-            data = b""
-        if not data:  # launcher gone (MMS kills it on DELETE or after a failure): take the model down
-            kill_group(pid, signal.SIGKILL)
-            self.sel.unregister(conn)
-            conn.close()
-            self.children[pid] = None  # type: ignore[assignment]  # reaped in _reap
-            return
-        for line in data.split(b"\n"):
-            if line.startswith(b"S") and line[1:].isdigit():
-                kill_group(pid, int(line[1:]))
-
     def _reap(self) -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, _status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
-            if pid not in self.children:
-                continue  # an orphaned worker re-parented to us (subreaper): just reaped
-            conn = self.children.pop(pid)
-            kill_group(pid, signal.SIGKILL)  # the backend's workers go with it
-            if conn is not None:
-                try:
-                    conn.sendall(b"X%d\n" % status)
-                except OSError:
-                    pass
-                self.sel.unregister(conn)
-                conn.close()
+            slot = self.worker_slot.pop(pid, None)
+            if slot is not None:
+                slot.workers.discard(pid)  # MMS reconnects and we fork a fresh worker then
 
     def shutdown(self) -> None:
-        for pid in list(self.children):
-            kill_group(pid, signal.SIGTERM)
+        for slot in list(self.slots.values()):
+            self._end(slot, status=signal.SIGTERM, sig=signal.SIGTERM)
         deadline = time.monotonic() + 5
-        while self.children and time.monotonic() < deadline:
+        while self.worker_slot and time.monotonic() < deadline:
             self._reap()
             time.sleep(0.05)
-        for pid in list(self.children):
-            kill_group(pid, signal.SIGKILL)
+        for pid in list(self.worker_slot):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self._reap()
         try:
             os.unlink(self.sock_path)
@@ -291,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stdout, format="%(asctime)s [zygote] %(message)s", level=logging.INFO)
     die_with_parent(signal.SIGTERM)
     become_subreaper()
+    # Each model holds a socket, a launcher connection and three stdio descriptors here.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     t0 = time.perf_counter()
     preload()
     zygote = Zygote(args.socket)

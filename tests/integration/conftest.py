@@ -44,8 +44,14 @@ def model_root(tmp_path_factory: pytest.TempPathFactory, trained: dict[str, exam
     return root
 
 
-@pytest.fixture(scope="module", params=["zygote", "vanilla"])
+@pytest.fixture(scope="module", params=["zygote", "zygote-python-launcher", "vanilla"])
 def serve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """The container with each backend: the pre-warmed zygote (default) and fresh interpreters."""
-    with running_serve(tmp_path_factory.mktemp("serve"), MME_BACKEND=request.param) as server:
+    """The container with each backend: the pre-warmed zygote (default, with the compiled launcher
+    and with its Python fallback) and a fresh interpreter per model (MMS's way)."""
+    env = {"MME_BACKEND": request.param.split("-")[0]}
+    if request.param == "zygote-python-launcher":
+        env["MME_LAUNCHER"] = "python"
+    elif request.param == "zygote":
+        env["MME_LAUNCHER"] = "c"  # fails loudly if the build step did not produce it
+    with running_serve(tmp_path_factory.mktemp("serve"), **env) as server:
         yield server

@@ -1,0 +1,228 @@
+/*
+ * mme-launcher: the 'python' MMS starts for each model, in C so it costs ~0.2 MB instead of the
+ * ~4.5 MB of an idle Python interpreter (it lives as long as the model). Same protocol and
+ * behaviour as launcher.py, which stays as the fallback where no C compiler was available:
+ *
+ *   - argv[1] is not MMS's model_service_worker.py: exec the real Python with the same arguments.
+ *   - Otherwise connect to the zygote, send a 4-byte big-endian length and a JSON object
+ *     {"argv": [...], "cwd": "...", "env": {...}, "adopt": false} with fds 0, 1, 2 attached
+ *     (SCM_RIGHTS); forward signals as "S<signum>\n"; on "X<waitstatus>\n" exit the same way
+ *     (re-raising the signal when the model was ended by one).
+ *   - The zygote went away: reconnect (it is restarted by serve) and register again with
+ *     "adopt": true, so the model's socket is served again while its workers keep running.
+ *
+ * Configuration comes from "<this executable>.conf" (written by serve): line 1 the Python
+ * executable, line 2 the zygote socket path. MMS runs some helpers with an empty environment,
+ * so the environment cannot be relied on for these.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static volatile int conn_fd = -1;
+
+struct buf { char *data; size_t len, cap; };
+
+static void die(const char *msg) {
+    fprintf(stderr, "launcher: %s\n", msg);
+    exit(1);
+}
+
+static void put(struct buf *b, const char *s, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        b->data = realloc(b->data, b->cap);
+        if (!b->data) die("out of memory");
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+}
+
+static void put_json_string(struct buf *b, const char *s, size_t n) {
+    put(b, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[8];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\'; esc[1] = (char)c;
+            put(b, esc, 2);
+        } else if (c < 0x20) {
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            put(b, esc, 6);
+        } else {
+            put(b, (const char *)&s[i], 1);
+        }
+    }
+    put(b, "\"", 1);
+}
+
+static void on_signal(int sig) {
+    char msg[16];
+    int n = 0, v = sig;
+    char digits[8];
+    int d = 0;
+    do { digits[d++] = (char)('0' + v % 10); v /= 10; } while (v && d < 7);
+    msg[n++] = 'S';
+    while (d) msg[n++] = digits[--d];
+    msg[n++] = '\n';
+    if (conn_fd >= 0) {
+        ssize_t ignored = write(conn_fd, msg, (size_t)n);
+        (void)ignored;
+    }
+}
+
+static int connect_zygote(const char *path, int patience_s) {
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof addr.sun_path) die("zygote socket path too long");
+    strcpy(addr.sun_path, path);
+    struct timespec pause = {0, 50 * 1000 * 1000};
+    for (int tries = patience_s * 20; ; tries--) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) die("socket() failed");
+        if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) return fd;
+        close(fd);
+        if (tries <= 0) {
+            fprintf(stderr, "launcher: cannot reach the zygote at %s: %s\n", path, strerror(errno));
+            exit(1);
+        }
+        nanosleep(&pause, NULL);
+    }
+}
+
+static int register_model(const char *path, int argc, char **argv, int adopt) {
+    struct buf b = {0};
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd)) strcpy(cwd, "/");
+    put(&b, "{\"argv\": [", 10);
+    for (int i = 1; i < argc; i++) {
+        if (i > 1) put(&b, ", ", 2);
+        put_json_string(&b, argv[i], strlen(argv[i]));
+    }
+    put(&b, "], \"cwd\": ", 10);
+    put_json_string(&b, cwd, strlen(cwd));
+    put(&b, ", \"env\": {", 10);
+    int first = 1;
+    for (char **e = environ; *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (!eq) continue;
+        if (!first) put(&b, ", ", 2);
+        first = 0;
+        put_json_string(&b, *e, (size_t)(eq - *e));
+        put(&b, ": ", 2);
+        put_json_string(&b, eq + 1, strlen(eq + 1));
+    }
+    put(&b, adopt ? "}, \"adopt\": true}" : "}, \"adopt\": false}", adopt ? 17 : 18);
+
+    int fd = connect_zygote(path, 60);
+    unsigned char header[4] = {
+        (unsigned char)(b.len >> 24), (unsigned char)(b.len >> 16),
+        (unsigned char)(b.len >> 8), (unsigned char)b.len};
+    struct iovec iov[2] = {{header, 4}, {b.data, b.len}};
+    int fds[3] = {0, 1, 2};
+    char control[CMSG_SPACE(sizeof fds)];
+    memset(control, 0, sizeof control);
+    struct msghdr msg = {0};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 2;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof fds);
+    memcpy(CMSG_DATA(cm), fds, sizeof fds);
+    ssize_t sent = sendmsg(fd, &msg, 0);
+    if (sent < 0) die("could not send the request to the zygote");
+    size_t total = 4 + b.len, done = (size_t)sent;
+    while (done < total) {  /* the rest of a large environment, without the descriptors */
+        const char *p = done < 4 ? (const char *)header + done : b.data + (done - 4);
+        size_t n = done < 4 ? 4 - done : total - done;
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            die("could not send the request to the zygote");
+        }
+        done += (size_t)w;
+    }
+    free(b.data);
+    return fd;
+}
+
+static void read_conf(char *python, char *sock, size_t size) {
+    char self[PATH_MAX], conf[PATH_MAX + 8];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n < 0) die("cannot find my own path");
+    self[n] = '\0';
+    snprintf(conf, sizeof conf, "%s.conf", self);
+    FILE *f = fopen(conf, "r");
+    if (!f) die("cannot read my .conf file");
+    if (!fgets(python, (int)size, f) || !fgets(sock, (int)size, f)) die("incomplete .conf file");
+    fclose(f);
+    python[strcspn(python, "\n")] = '\0';
+    sock[strcspn(sock, "\n")] = '\0';
+}
+
+int main(int argc, char **argv) {
+    char python[PATH_MAX], sock[PATH_MAX];
+    read_conf(python, sock, sizeof python);
+    size_t l = argc > 1 ? strlen(argv[1]) : 0;
+    const char *suffix = "model_service_worker.py";
+    if (argc < 2 || l < strlen(suffix) || strcmp(argv[1] + l - strlen(suffix), suffix) != 0) {
+        argv[0] = python;  /* MMS's other helpers (metric collector): be Python */
+        execv(python, argv);
+        die("cannot exec Python");
+    }
+
+    conn_fd = register_model(sock, argc, argv, 0);
+    int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) sigaction(forwarded[i], &sa, NULL);
+
+    char line[64];
+    size_t have = 0;
+    for (;;) {
+        char c;
+        ssize_t r = read(conn_fd, &c, 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {  /* zygote gone: hand the model to its successor */
+            int old = conn_fd;
+            conn_fd = -1;
+            close(old);
+            conn_fd = register_model(sock, argc, argv, 1);
+            have = 0;
+            continue;
+        }
+        if (c != '\n') {
+            if (have < sizeof line - 1) line[have++] = c;
+            continue;
+        }
+        line[have] = '\0';
+        have = 0;
+        if (line[0] == 'X') {
+            int status = atoi(line + 1);
+            if (WIFSIGNALED(status)) {
+                int sig = WTERMSIG(status);
+                signal(sig, SIG_DFL);
+                kill(getpid(), sig);
+            }
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+        }
+    }
+}
