@@ -1,0 +1,269 @@
+"""Fixtures for the harness tests: example models, stores, a moto S3 server, running harnesses, boto3 clients.
+
+Starting MMS costs seconds, so running harnesses are module-scoped and shared by the tests of a module.
+Everything listens on 127.0.0.1; boto3 gets fake credentials and an endpoint_url, never real AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+import requests
+from botocore.config import Config
+
+from container import examples
+from container.harness.container import free_port
+from container.harness.metrics import parse_exposition, sample_sum
+from container.harness.packaging import package
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv" / "bin"
+MME_LOCAL = str(VENV_BIN / "mme-local")
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": "/nonexistent",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+}
+
+# A slow model's code/inference.py: model_fn sleeps, so a load lasts long enough for a burst of requests to
+# arrive during it, or outlasts the harness's wait limit.
+SLOW_INFERENCE = """
+import os
+import time
+
+import joblib
+
+
+def model_fn(model_dir):
+    time.sleep({seconds})
+    return joblib.load(os.path.join(model_dir, "model.joblib"))
+"""
+
+
+def slow_model_dir(ex: examples.Example, root: Path, name: str, seconds: float) -> Path:
+    model_dir = examples.write_model_dir(ex, root, name)
+    (model_dir / "code").mkdir(exist_ok=True)
+    (model_dir / "code" / "inference.py").write_text(SLOW_INFERENCE.format(seconds=seconds))
+    return model_dir
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fake_aws_env() -> Iterator[None]:
+    """No test may reach real AWS: fake credentials for every boto3 client made here or in subprocesses."""
+    saved = {k: os.environ.get(k) for k in FAKE_AWS}
+    os.environ.update(FAKE_AWS)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def trained() -> dict[str, examples.Example]:
+    return examples.train_all()
+
+
+def model_keys() -> dict[str, str]:
+    return {
+        "iris_logreg": "iris_logreg.tar.gz",
+        "diabetes_ridge": "diabetes_ridge.tar.gz",
+        "wine_pipeline": "segments/wine_pipeline.tar.gz",
+        "cancer_pipeline": "segments/cancer_pipeline.tar.gz",
+        "iris_kmeans": "region/eu/iris_kmeans.tar.gz",
+    }
+
+
+def build_artifacts(root: Path, trained: dict[str, examples.Example]) -> dict[str, Path]:
+    """Package the example models plus a few special ones under `root`; {key: archive}."""
+    out: dict[str, Path] = {}
+    src = root / "src"
+    for name, key in model_keys().items():
+        out[key] = package(examples.write_model_dir(trained[name], src), root / "artifacts" / key)
+    for seed in range(3):
+        ex = examples.small_model(seed)
+        out[f"customers/{ex.name}.tar.gz"] = package(
+            examples.write_model_dir(ex, src), root / "artifacts" / f"customers/{ex.name}.tar.gz"
+        )
+    broken = src / "broken"
+    broken.mkdir(parents=True)
+    (broken / "model.joblib").write_bytes(b"this is not a joblib file")
+    out["broken.tar.gz"] = package(broken, root / "artifacts" / "broken.tar.gz")
+    slow = slow_model_dir(trained["iris_logreg"], src, "slow", 5)
+    out["slow.tar.gz"] = package(slow, root / "artifacts" / "slow.tar.gz")
+    return out
+
+
+def predictions(body: bytes) -> np.ndarray:
+    data = json.loads(body)
+    if isinstance(data, dict):
+        data = data["predictions"]
+    return np.asarray(data, dtype=float).reshape(-1)
+
+
+def expected(ex: examples.Example) -> np.ndarray:
+    return np.asarray(ex.model.predict(ex.X), dtype=float).reshape(-1)
+
+
+def runtime_client(url: str, retries: int = 1, pool: int = 10):  # noqa: ANN201 - boto3 client type
+    """The real boto3 sagemaker-runtime client pointed at a harness (no retries unless asked)."""
+    return boto3.session.Session().client(
+        "sagemaker-runtime",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(
+            retries={"total_max_attempts": retries, "mode": "standard"},
+            max_pool_connections=pool,
+            read_timeout=70,
+        ),
+    )
+
+
+def metrics(url: str) -> dict:
+    return parse_exposition(requests.get(url + "/metrics", timeout=10).text)
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    return sample_sum(metrics(url), name, **labels)
+
+
+@dataclass
+class RunningHarness:
+    url: str
+    proc: subprocess.Popen
+    log_path: Path
+    store: str
+    store_args: list[str]
+
+    def info(self) -> dict:
+        return requests.get(self.url + "/mme-local/models", timeout=10).json()
+
+    def container_models(self) -> list[dict]:
+        """The container's own answer to GET /models (all pages)."""
+        base = self.info()["container"]
+        models, token = [], None
+        while True:
+            params = {"limit": 2, **({"next_page_token": token} if token else {})}
+            data = requests.get(base + "/models", params=params, timeout=10).json()
+            models.extend(data.get("models", []))
+            token = data.get("nextPageToken")
+            if not token:
+                return models
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def container_log(self) -> str:
+        logs = sorted(self.log_path.parent.glob("work-*/container/container.log"))
+        return logs[-1].read_text(errors="replace") if logs else "(no container log)"
+
+
+def cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real console script."""
+    done = subprocess.run(
+        [MME_LOCAL, *args], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"mme-local {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+    return done
+
+
+def start_harness(tmp: Path, store: str, *extra: str, store_args: list[str] | None = None) -> RunningHarness:
+    """`mme-local serve` in a subprocess (the real console script), waited for on /ping."""
+    port = free_port()
+    log_path = tmp / f"harness-{port}.log"
+    store_args = store_args or []
+    argv = [
+        MME_LOCAL,
+        "-v",
+        "serve",
+        "--model-store",
+        store,
+        "--port",
+        str(port),
+        "--work-dir",
+        str(tmp / f"work-{port}"),
+        *store_args,
+        *extra,
+    ]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"harness exited {proc.returncode}:\n{log_path.read_text()}")
+        try:
+            if requests.get(url + "/ping", timeout=2).status_code == 200:
+                return RunningHarness(url, proc, log_path, store, store_args)
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    stop_harness(RunningHarness(url, proc, log_path, store, store_args))
+    raise AssertionError(f"harness did not answer /ping:\n{log_path.read_text()}")
+
+
+def stop_harness(h: RunningHarness) -> int:
+    if h.proc.poll() is None:
+        h.proc.send_signal(signal.SIGTERM)
+    try:
+        return h.proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(h.proc.pid, signal.SIGKILL)
+        h.proc.wait(10)
+        return -9
+
+
+@pytest.fixture(scope="module")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server in a subprocess on a free loopback port; yields its endpoint URL."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **FAKE_AWS},
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"moto server exited:\n{log_path.read_text()}")
+            try:
+                requests.get(url + "/moto-api/", timeout=2)
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"moto server did not start:\n{log_path.read_text()}") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
