@@ -1,26 +1,33 @@
-"""The Python backend server behind one MMS model: MMS's own worker, with honest load errors.
+"""MMS's Python worker for one model, with honest load errors and a graceful drain.
 
-MMS's Java front starts one backend per model (through our launcher, see zygote.py) and talks to it
-over a Unix socket with MMS's binary protocol. We reuse MMS's worker class for that protocol and
-change two things: a model that fails to load is answered with its status (400 bad artifact,
-507 no room, 500 otherwise) instead of killing the worker, and every process we create dies with
-its parent so a DELETE or a crash leaves no orphans.
+MMS's Java front talks to a model's worker over a Unix socket with MMS's binary protocol. We reuse
+MMS's worker class and codec, and change three things: a model that fails to load is answered with
+its status (400 bad artifact, 507 no room, 500 otherwise) and reported so `serve` can unregister it;
+on SIGTERM a worker finishes what it was sent and then exits (so a stopping container completes
+in-flight requests); and every process we create dies with its parent, leaving no orphans.
+With the zygote, `serve_connection` runs in a worker forked per connection; with MME_BACKEND=vanilla,
+`main` is MMS's whole backend server in a fresh interpreter.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
+import signal
 import socket
 import sys
 
 from mms.arg_parser import ArgParser
 from mms.model_service_worker import MXNetModelServiceWorker
+from mms.protocol.otf_message_handler import create_load_model_response, retrieve_msg
+from mms.service import emit_metrics
 
 from container.procutil import die_with_parent
 from handler.errors import InferenceError
 
 log = logging.getLogger("mme.backend")
+DRAIN_IDLE_S = 0.3
 
 
 def report_failed_load(name: str) -> None:
@@ -60,9 +67,41 @@ class Backend(MXNetModelServiceWorker):
             return f"Model failed to load: {type(exc).__name__}", 500
 
 
+    draining = False
+
     def start_worker(self, cl_socket: socket.socket) -> None:
         die_with_parent()
         super().start_worker(cl_socket)
+
+    def _drain(self, *_: object) -> None:
+        self.draining = True
+
+    def handle_connection(self, cl_socket: socket.socket) -> None:
+        """MMS's request loop, plus: after SIGTERM, answer what is already sent, then leave."""
+        logging.basicConfig(stream=sys.stdout, format="%(message)s", level=logging.INFO, force=True)
+        signal.signal(signal.SIGTERM, self._drain)
+        cl_socket.setblocking(True)
+        while True:
+            # Draining: leave once MMS has sent nothing for a moment (it may hold a request in its queue).
+            ready, _, _ = select.select([cl_socket], [], [], DRAIN_IDLE_S if self.draining else 0.5)
+            if not ready:
+                if self.draining:
+                    return
+                continue
+            cmd, msg = retrieve_msg(cl_socket)
+            if cmd == b"I":
+                cl_socket.sendall(self.service.predict(msg))
+            elif cmd == b"L":
+                result, code = self.load_model(msg)
+                cl_socket.sendall(create_load_model_response(code, result))
+                self._remap_io()
+                if code != 200:
+                    raise RuntimeError(f"{code} - {result}")
+            else:
+                raise ValueError(f"Received unknown command: {cmd}")
+            if self.service is not None and self.service.context is not None \
+                    and self.service.context.metrics is not None:
+                emit_metrics(self.service.context.metrics.store)
 
 
 def serve_connection(client: socket.socket, args) -> int:  # noqa: ANN001 - MMS's argparse namespace

@@ -30,7 +30,8 @@ import mms
 from container.procutil import die_with_parent, kill_group
 from container.settings import ServeSettings, SettingsError
 
-STOP_GRACE_S = 8.0
+STOP_GRACE_S = 5.0
+DRAIN_S = 20.0  # SageMaker waits 30 s after SIGTERM; leave room for MMS to stop
 # Small, shrinking heap; C1 only (less code cache); unpooled Netty buffers, whose pools otherwise
 # keep what a burst of loads allocated: together idle 113 -> 65 MB, ~2 -> ~0.8 MB per model.
 JAVA_OPTS = os.environ.get(
@@ -144,23 +145,26 @@ class FailedLoadJanitor(threading.Thread):
             return 0, b""
 
     def unregister(self, name: str) -> None:
-        # MMS's own failed unregister removes the model and then puts it back, so one 404 proves
-        # nothing: only a 404 that holds for a few checks in a row ends the job.
-        gone_streak = 0
-        for _ in range(200):
-            time.sleep(0.03)
+        # MMS's own failed unregister removes the model and then puts it back (within ms), so a
+        # lone 404 proves nothing; two in a row do. A 200 from our DELETE is final. Stop quickly:
+        # after that the name is free, and a new registration under it is not ours to touch.
+        gone = 0
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            time.sleep(0.04)
             status, body = self._call("GET", name)
             if status == 404:
-                gone_streak += 1
-                if gone_streak >= 5:
+                gone += 1
+                if gone >= 2:
                     return
                 continue
-            gone_streak = 0
+            gone = 0
             if status == 200 and b'"READY"' in body:
-                return  # registered again meanwhile, and healthy: not ours to remove
+                return  # registered again meanwhile, and healthy
             status, _ = self._call("DELETE", name)
             if status == 200:
                 log(f"unregistered {name!r} after its failed load")
+                return
         log(f"could not confirm that {name!r} was unregistered after its failed load")
 
 
@@ -231,7 +235,16 @@ class Server:
         return 0
 
     def stop(self) -> None:
+        """Drain then stop: workers finish the requests MMS already handed them, then MMS goes."""
         self.stopping = True
+        if self.zygote is not None and self.zygote.poll() is None:
+            self.zygote.terminate()
+            try:
+                self.zygote.wait(DRAIN_S)
+            except subprocess.TimeoutExpired:
+                log("zygote did not drain in time; killing it")
+                self.zygote.kill()
+                self.zygote.wait()
         if self.java is not None and self.java.poll() is None:
             kill_group(self.java.pid, signal.SIGTERM)
             try:
@@ -241,13 +254,6 @@ class Server:
         if self.java is not None:
             kill_group(self.java.pid, signal.SIGKILL)
             self.java.wait()
-        if self.zygote is not None and self.zygote.poll() is None:
-            self.zygote.terminate()
-            try:
-                self.zygote.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                self.zygote.kill()
-                self.zygote.wait()
         shutil.rmtree(self.run, ignore_errors=True)
 
 

@@ -103,6 +103,19 @@ def follow(pid: int) -> None:
     threading.Thread(target=watch, name="follow-launcher", daemon=True).start()
 
 
+def limit_worker_memory(size: str) -> None:
+    """Cap what this worker may allocate beyond what it inherited, so a runaway model gets a
+    MemoryError (answered 507) instead of drawing the kernel's OOM killer onto the container."""
+    if not size.strip():
+        return
+    from container.settings import parse_size
+
+    with open("/proc/self/status") as status:
+        vm_data_kb = next(int(line.split()[1]) for line in status if line.startswith("VmData:"))
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    resource.setrlimit(resource.RLIMIT_DATA, (vm_data_kb * 1024 + parse_size(size), hard))
+
+
 @dataclass
 class Slot:
     """One model MMS asked for: its launcher, its socket, its stdio and its live workers."""
@@ -350,6 +363,7 @@ class Zygote:
             # What a fresh interpreter would have taken from PYTHONPATH (MMS puts the model dir there).
             extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
             sys.path[1:1] = extra
+            limit_worker_memory(os.environ.get("MME_WORKER_MEMORY_LIMIT", ""))
             from container.backend import serve_connection
 
             code = serve_connection(client, slot.args)
@@ -376,18 +390,24 @@ class Zygote:
             if slot is not None:
                 slot.workers.discard(pid)  # MMS reconnects and we fork a fresh worker then
 
-    def shutdown(self) -> None:
+    def shutdown(self, drain_s: float = 25.0) -> None:
+        """Drain: no new workers; each worker answers what MMS already sent it, then exits."""
         for slot in list(self.slots.values()):
-            self._end(slot, status=signal.SIGTERM, sig=signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while self.worker_slot and time.monotonic() < deadline:
-            self._reap()
-            time.sleep(0.05)
+            if slot.listener is not None:
+                self.sel.unregister(slot.listener)
+                slot.listener.close()
+                slot.listener = None
         for pid in list(self.worker_slot):
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+        deadline = time.monotonic() + drain_s
+        while self.worker_slot and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.02)
+        for slot in list(self.slots.values()):
+            self._end(slot, status=signal.SIGTERM, sig=signal.SIGKILL)
         self._reap()
         try:
             os.unlink(self.sock_path)

@@ -119,3 +119,66 @@ def test_killed_zygote_is_restarted_and_models_keep_serving(tmp_path, model_root
             serve.unload("iris_kmeans")
             time.sleep(0.5)
         assert serve.invoke("iris_kmeans", ROW).status_code == 200
+
+
+def test_sigterm_during_traffic_completes_in_flight_requests(tmp_path, model_root) -> None:
+    import threading
+    from collections import Counter
+
+    import requests
+
+    with running_serve(tmp_path) as serve:
+        for name in ("iris_logreg", "iris_kmeans"):
+            assert serve.load(name, model_root / name).status_code == 200
+        results: Counter = Counter()
+        stop = threading.Event()
+
+        def client(k: int) -> None:
+            session = requests.Session()
+            name = ("iris_logreg", "iris_kmeans")[k % 2]
+            while not stop.is_set():  # each request in flight when SIGTERM lands must complete
+                try:
+                    resp = session.post(f"{serve.url}/models/{name}/invoke", data=ROW,
+                                        headers={"Content-Type": "text/csv"}, timeout=30)
+                    results[resp.status_code] += 1
+                except requests.RequestException as exc:
+                    results[type(exc).__name__] += 1
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        started = time.monotonic()
+        stop.set()
+        serve.proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(30)
+        assert serve.proc.wait(30) == 0
+        assert time.monotonic() - started < 30
+        assert set(results) == {200}, results
+        assert results[200] > 50
+
+
+def test_runaway_model_gets_507_and_recovers(tmp_path, model_root, trained) -> None:
+    import textwrap
+
+    from container import examples
+
+    greedy = examples.write_model_dir(trained["iris_logreg"], tmp_path, "greedy")
+    (greedy / "code").mkdir()
+    (greedy / "code" / "inference.py").write_text(textwrap.dedent("""
+        import numpy as np
+
+        def predict_fn(data, model):
+            if data[0][0] > 1000:
+                np.ones((64, 1024, 1024))  # 512 MB
+            return model.predict(data)
+    """))
+    with running_serve(tmp_path, MME_WORKER_MEMORY_LIMIT="256MB") as serve:
+        assert serve.load("greedy", greedy).status_code == 200
+        assert serve.load("other", model_root / "iris_logreg").status_code == 200
+        resp = serve.invoke("greedy", "5000,1,1,1")
+        assert resp.status_code == 507, resp.text
+        assert "Traceback" not in resp.text
+        assert serve.invoke("greedy", ROW).status_code == 200
+        assert serve.invoke("other", ROW).status_code == 200
