@@ -1,0 +1,160 @@
+"""The harness's docker runtime against the built image: `mme-local serve --runtime docker --image IMAGE`
+with podman as the container CLI, invoked through boto3's sagemaker-runtime client."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from .conftest import REPO, free_port, podman
+
+pytestmark = pytest.mark.image
+
+
+def _docker_runtime_missing() -> str:
+    try:
+        from container.harness import container as runtimes
+    except ImportError as exc:
+        return f"container/harness has no container runtimes yet ({exc})"
+    if not hasattr(runtimes, "DockerRuntime"):
+        return (
+            "container/harness has no docker runtime yet (no DockerRuntime in container/harness/container.py)"
+        )
+    return ""
+
+
+def _mme_local() -> list[str]:
+    exe = REPO / ".venv" / "bin" / "mme-local"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "container.harness.cli"]
+
+
+def test_harness_docker_runtime_serves_the_image(tmp_path: Path, image: str, examples) -> None:
+    missing = _docker_runtime_missing()
+    if missing:
+        pytest.skip(missing)
+    import boto3
+    from botocore.config import Config
+
+    from container.examples import package_dir, write_model_dir
+
+    store = tmp_path / "store"
+    chosen = ["iris_logreg", "diabetes_ridge", "wine_pipeline"]
+    for name in chosen:
+        package_dir(write_model_dir(examples[name], tmp_path / "src"), store / f"{name}.tar.gz")
+
+    port = free_port()
+    log = (tmp_path / "harness.log").open("w+")
+    env = {
+        **os.environ,
+        "CONTAINER_CLI": "podman",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    proc = subprocess.Popen(
+        [
+            *_mme_local(),
+            "serve",
+            "--model-store",
+            str(store),
+            "--port",
+            str(port),
+            "--runtime",
+            "docker",
+            "--image",
+            image,
+            "--container-cli",
+            "podman",
+            "--max-models",
+            "2",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=REPO,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    name = None
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, f"mme-local exited with {proc.returncode}:\n{_read(log)[-4000:]}"
+            try:
+                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, f"mme-local did not answer /ping:\n{_read(log)[-4000:]}"
+            time.sleep(0.5)
+        match = re.search(r"--name (\S+)", _read(log))
+        name = match.group(1) if match else None
+
+        client = boto3.client(
+            "sagemaker-runtime",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            config=Config(retries={"max_attempts": 1}, read_timeout=120),
+        )
+        for _ in range(2):  # round-robin over 3 models with --max-models 2: loads, evictions, reloads
+            for model in chosen:
+                ex = examples[model]
+                body = "\n".join(",".join(repr(float(v)) for v in row) for row in ex.X)
+                resp = client.invoke_endpoint(
+                    EndpointName="local",
+                    TargetModel=f"{model}.tar.gz",
+                    ContentType="text/csv",
+                    Accept="application/json",
+                    Body=body,
+                )
+                got = _predictions(resp["Body"].read())
+                expected = ex.model.predict(ex.X)
+                if model == "diabetes_ridge":
+                    np.testing.assert_allclose(got.astype(float), expected, rtol=1e-9, atol=1e-9)
+                else:
+                    assert got.tolist() == expected.tolist(), model
+        if name:
+            running = podman(
+                "inspect", "--format", "{{.State.Running}} {{.Config.User}}", name
+            ).stdout.split()
+            assert running == ["true", "model-server"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(40)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            pytest.fail(f"mme-local did not stop within 40 s of SIGTERM:\n{_read(log)[-3000:]}")
+        finally:
+            if name:
+                leftover = podman(
+                    "ps", "-a", "--filter", f"name=^{name}$", "--format", "{{.Names}}", check=False
+                ).stdout.strip()
+                podman("rm", "-f", name, check=False)
+                assert leftover == "", f"the harness left its container {name} behind"
+    assert name, f"could not find the container name in the harness output:\n{_read(log)[-2000:]}"
+
+
+def _read(log) -> str:
+    log.flush()
+    log.seek(0)
+    return log.read()
+
+
+def _predictions(raw: bytes) -> np.ndarray:
+    import json
+
+    body = json.loads(raw)
+    return np.asarray(body["predictions"] if isinstance(body, dict) else body)
