@@ -182,3 +182,14 @@ def test_runaway_model_gets_507_and_recovers(tmp_path, model_root, trained) -> N
         assert "Traceback" not in resp.text
         assert serve.invoke("greedy", ROW).status_code == 200
         assert serve.invoke("other", ROW).status_code == 200
+
+
+def test_workers_per_model_setting(tmp_path, model_root) -> None:
+    with running_serve(tmp_path, SAGEMAKER_MODEL_SERVER_WORKERS="2") as serve:
+        assert serve.load("iris_logreg", model_root / "iris_logreg").status_code == 200
+        for _ in range(10):
+            assert serve.invoke("iris_logreg", ROW).status_code == 200
+        workers = serve.http.get(f"{serve.url}/models/iris_logreg", timeout=10).json()["workers"]
+        assert [w["status"] for w in workers] == ["READY", "READY"]
+        ledger = [p.read_text().split()[1] for p in (serve.run_dir() / "ledger").iterdir() if p.name.isdigit()]
+        assert ledger.count("iris_logreg") == 2  # two processes, each holding the model
