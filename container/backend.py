@@ -81,9 +81,11 @@ class Backend(MXNetModelServiceWorker):
         logging.basicConfig(stream=sys.stdout, format="%(message)s", level=logging.INFO, force=True)
         signal.signal(signal.SIGTERM, self._drain)
         cl_socket.setblocking(True)
+        poller = select.poll()  # not select(): with many models, descriptors pass FD_SETSIZE
+        poller.register(cl_socket, select.POLLIN)
         while True:
             # Draining: leave once MMS has sent nothing for a moment (it may hold a request in its queue).
-            ready, _, _ = select.select([cl_socket], [], [], DRAIN_IDLE_S if self.draining else 0.5)
+            ready = poller.poll((DRAIN_IDLE_S if self.draining else 0.5) * 1000)
             if not ready:
                 if self.draining:
                     return

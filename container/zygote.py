@@ -97,7 +97,10 @@ def follow(pid: int) -> None:
     def watch() -> None:
         import select
 
-        select.select([fd], [], [])
+        poller = select.poll()  # not select(): descriptors here can be numbered past FD_SETSIZE
+        poller.register(fd, select.POLLIN)
+        while not poller.poll():
+            pass
         os._exit(0)
 
     threading.Thread(target=watch, name="follow-launcher", daemon=True).start()
