@@ -55,6 +55,10 @@ class Backend(MXNetModelServiceWorker):
         return result
 
     def _load(self, load_model_request):  # noqa: ANN001
+        name = load_model_request["modelName"].decode("utf-8", "replace")
+        if "/" in name or "\x00" in name:
+            # MMS registers such a name, but no URL can reach it afterwards (invoke, DELETE).
+            return "model name may not contain '/' or NUL", 400
         try:
             return super().load_model(load_model_request)
         except InferenceError as exc:

@@ -13,7 +13,7 @@ import psutil
 
 from container.ledger import MemoryLedger
 from handler.cache import ModelCache, ModelTooLarge, measure_bytes
-from handler.errors import InferenceError, InsufficientMemory, error_body, to_error
+from handler.errors import BadRequest, InferenceError, InsufficientMemory, error_body, to_error
 from handler.service import ModelService
 
 log = logging.getLogger("mme.entry")
@@ -22,6 +22,8 @@ log = logging.getLogger("mme.entry")
 # so the same code can later host many models in one pool process.
 _CACHE: ModelCache[ModelService] = ModelCache(sizer=lambda service: measure_bytes(service.model))
 _RESERVE_BYTES = int(os.environ.get("MME_MEMORY_RESERVE_MB", "64")) * 1024 * 1024
+# MMS's frame limit for an answer (max_response_size, set by serve), less room for the frame's headers.
+_MAX_RESPONSE_BYTES = int(os.environ.get("MME_MAX_RESPONSE_BYTES", str(24 * 1024 * 1024))) - 64 * 1024
 
 
 def _check_room(name: str, nbytes: int) -> None:
@@ -95,11 +97,20 @@ def handle(data, context):  # noqa: ANN001, ANN201 - MMS's contract
                 headers.get("accept"),
                 headers.get("x-amzn-sagemaker-custom-attributes"),
             )
-            context.set_response_content_type(idx, content_type)
+            if len(body) > _MAX_RESPONSE_BYTES:
+                raise BadRequest(f"the answer would be {len(body)} bytes, over the "
+                                 f"{_MAX_RESPONSE_BYTES}-byte limit: send fewer rows per request")
+            # MMS frames the content type by character count but writes UTF-8 bytes: ASCII only.
+            context.set_response_content_type(idx, _ascii(content_type))
             out.append(body)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes one short JSON answer
             err = exc if isinstance(exc, InferenceError) else to_error(exc)
-            context.set_response_status(err.status, err.message[:120], idx)
+            # The reason phrase too: a non-ASCII phrase would corrupt MMS's frame and kill the worker.
+            context.set_response_status(err.status, _ascii(err.message[:120]), idx)
             context.set_response_content_type(idx, "application/json")
             out.append(error_body(err.status, err.message))
     return out
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "replace").decode("ascii")

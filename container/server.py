@@ -183,6 +183,7 @@ class Server:
         env["MME_STATE_DIR"] = str(self.run / "ledger")
         env["MME_ZYGOTE_SOCKET"] = str(self.run / "zygote.sock")
         env["SAGEMAKER_BIND_TO_PORT"] = str(self.s.port)
+        env["MME_MAX_RESPONSE_BYTES"] = str(self.s.max_payload_mb * 1024 * 1024 * 4)  # = max_response_size
         env["MME_EVENTS_SOCKET"] = str(self.run / "events.sock")
         if self.s.memory_budget_bytes:
             env["MME_MEMORY_BUDGET_BYTES"] = str(self.s.memory_budget_bytes)

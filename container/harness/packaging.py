@@ -9,7 +9,7 @@ import tarfile
 from pathlib import Path
 
 MODEL_FILE = "model.joblib"
-MODEL_SUFFIXES = (".joblib", ".pkl", ".pickle")
+MODEL_SUFFIXES = (".joblib", ".pkl", ".pickle", ".skops")
 _SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints", ".git"}
 
 
@@ -22,12 +22,15 @@ def _members(source: Path) -> list[tuple[Path, str]]:
     if source.is_file():
         if not source.name.endswith(MODEL_SUFFIXES):
             raise PackagingError(f"{source} is not a model file ({', '.join(MODEL_SUFFIXES)})")
-        return [(source, MODEL_FILE)]
+        # A lone file keeps its format: model.skops must stay skops (the container loads it safely).
+        return [(source, "model.skops" if source.name.endswith(".skops") else MODEL_FILE)]
     if not source.is_dir():
         raise PackagingError(f"no such model file or directory: {source}")
     top = [p for p in source.iterdir() if p.is_file() and p.name.endswith(MODEL_SUFFIXES)]
     if not (source / MODEL_FILE).is_file() and len(top) != 1:
-        raise PackagingError(f"{source} has no {MODEL_FILE} (nor exactly one *.joblib/*.pkl/*.pickle file)")
+        raise PackagingError(
+            f"{source} has no {MODEL_FILE} (nor exactly one *.joblib/*.pkl/*.pickle/*.skops file)"
+        )
     out = []
     for dirpath, dirnames, filenames in os.walk(source):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)

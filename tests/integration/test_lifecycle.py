@@ -191,5 +191,6 @@ def test_workers_per_model_setting(tmp_path, model_root) -> None:
             assert serve.invoke("iris_logreg", ROW).status_code == 200
         workers = serve.http.get(f"{serve.url}/models/iris_logreg", timeout=10).json()["workers"]
         assert [w["status"] for w in workers] == ["READY", "READY"]
-        ledger = [p.read_text().split()[1] for p in (serve.run_dir() / "ledger").iterdir() if p.name.isdigit()]
+        entries = (serve.run_dir() / "ledger").iterdir()
+        ledger = [p.read_text().split()[1] for p in entries if p.name.isdigit()]
         assert ledger.count("iris_logreg") == 2  # two processes, each holding the model
