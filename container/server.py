@@ -32,12 +32,15 @@ from container.settings import ServeSettings, SettingsError
 
 STOP_GRACE_S = 5.0
 DRAIN_S = 20.0  # SageMaker waits 30 s after SIGTERM; leave room for MMS to stop
-# Small, shrinking heap; C1 only (less code cache); unpooled Netty buffers, whose pools otherwise
-# keep what a burst of loads allocated: together idle 113 -> 65 MB, ~2 -> ~0.8 MB per model.
+# G1 with a periodic full GC when idle, so the heap shrinks back after a burst of loads or traffic
+# (Serial GC kept ~+16% after unloading everything, this ~+8%); a small initial heap; C1 only (less
+# code cache); unpooled Netty buffers, whose pools otherwise keep what a burst allocated.
+# Measured with 30 models: Java idle 113 -> ~60 MB, ~2 -> ~0.9 MB per loaded model.
 JAVA_OPTS = os.environ.get(
     "MME_JAVA_OPTS",
-    "-XX:+UseSerialGC -Xss512k -XX:-UsePerfData -XX:TieredStopAtLevel=1 -Xms8m"
-    " -XX:MaxHeapFreeRatio=20 -XX:MinHeapFreeRatio=5 -Dio.netty.allocator.type=unpooled",
+    "-XX:+UseG1GC -XX:G1PeriodicGCInterval=3000 -XX:-G1PeriodicGCInvokesConcurrent -Xss512k"
+    " -XX:-UsePerfData -XX:TieredStopAtLevel=1 -Xms8m -XX:MaxHeapFreeRatio=20 -XX:MinHeapFreeRatio=5"
+    " -Dio.netty.allocator.type=unpooled",
 ).split()
 
 
