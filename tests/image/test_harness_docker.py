@@ -96,7 +96,12 @@ def test_harness_docker_runtime_serves_the_image(tmp_path: Path, image: str, exa
                 pass
             assert time.monotonic() < deadline, f"mme-local did not answer /ping:\n{_read(log)[-4000:]}"
             time.sleep(0.5)
-        match = re.search(r"--name (\S+)", _read(log))
+        # The harness may answer /ping a moment before its start-up line reaches the log.
+        for _ in range(100):
+            match = re.search(r"--name (\S+)", _read(log))
+            if match:
+                break
+            time.sleep(0.1)
         name = match.group(1) if match else None
 
         client = boto3.client(
