@@ -1,0 +1,264 @@
+"""Starting and, above all, stopping the servers under test, each in a private directory.
+
+Every process a server ever had is remembered (psutil objects, safe against pid reuse), so teardown
+can prove that nothing is left running, whatever the server's own shutdown did.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from importlib import resources
+from pathlib import Path
+
+import psutil
+
+from bench import procmem
+from container.procutil import die_with_parent
+
+REPO = Path(__file__).resolve().parent.parent
+SERVE = REPO / "container" / "serve"
+VENV_BIN = Path(sys.executable).parent
+MAX_MMS_PORT = 32767  # MMS's Java front rejects higher ports ("Invalid port number")
+
+
+def free_port(lo: int = 20000, hi: int = MAX_MMS_PORT) -> int:
+    """A loopback port that is free now and below MMS's limit (so port 0 won't do)."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(lo, hi)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below 32768")
+
+
+def vanilla_properties(port: int) -> str:
+    """The toolkit's MME config (sagemaker_inference/etc/mme-mms.properties plus what it generates)."""
+    return "\n".join([
+        "enable_envvars_config=true",
+        f"inference_address=http://127.0.0.1:{port}",
+        f"management_address=http://127.0.0.1:{port}",  # the same address: only then MMS has the MME routes
+        "model_store=/",
+        # The toolkit's DefaultHandlerService; see reference_handler.py for the one-line sys.path fix.
+        "default_service_handler=bench.reference_handler",
+        "default_workers_per_model=1",
+        "async_logging=true",
+        "decode_input_request=false",
+        "default_response_timeout_seconds=60",
+        "vmargs=-XX:-UseContainerSupport",  # the toolkit's default vmargs
+        "",
+    ])
+
+
+class Server:
+    """A server process tree under test. Subclasses say how to start it and how it likes to stop."""
+
+    label = "server"
+    startup_timeout_s = 120.0
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.seen: dict[int, psutil.Process] = {}
+        self.startup_s = 0.0
+        self.killed: list[str] = []  # alive after the server's own stop, so we SIGKILLed them
+        self.leftovers: list[str] = []  # alive even after that
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "server.log"
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        t0 = time.perf_counter()
+        with open(self.log_path, "ab") as log:
+            # Own session: a Ctrl-C in the terminal reaches the bench, which then stops this in order.
+            # PDEATHSIG: if the bench itself is killed, the server is told to stop too.
+            self.proc = subprocess.Popen(
+                self.command(), env=self.environment(), cwd=self.workdir, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=lambda: die_with_parent(signal.SIGTERM),
+            )
+        self.seen[self.proc.pid] = psutil.Process(self.proc.pid)
+        self._wait_ping()
+        self.startup_s = time.perf_counter() - t0
+
+    def _wait_ping(self) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.label} exited with {self.proc.returncode} while starting:\n"
+                                   f"{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ping", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.label} did not answer /ping in {self.startup_timeout_s:.0f}s:\n"
+                           f"{self.log_tail()}")
+
+    def snapshot(self, settled: bool = True) -> procmem.Snapshot:
+        assert self.proc is not None
+        if settled:
+            return procmem.settled_snapshot(self.proc.pid, self.seen)
+        return procmem.snapshot(self.proc.pid, self.seen)
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        return procmem.cpu_seconds(self.proc.pid)
+
+    def process_count(self) -> int:
+        assert self.proc is not None
+        return len(procmem.walk(self.proc.pid))
+
+    def _request_stop(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the whole tree; whatever survives the server's own shutdown gets SIGKILL. Never raises."""
+        if self.proc is None:
+            return
+        for proc, _ in procmem.walk(self.proc.pid):
+            self.seen.setdefault(proc.pid, proc)
+        try:
+            self._request_stop()
+        except Exception as exc:  # noqa: BLE001 - teardown goes on regardless
+            print(f"[bench] {self.label}: orderly stop failed: {exc}", file=sys.stderr)
+        # What the server's own shutdown left behind: a finding in itself, then SIGKILL.
+        survivors = procmem.alive(self.seen.values())
+        self.killed = [f"{p.pid} {procmem.cmdline(p)[:80]}" for p in survivors]
+        for proc in survivors:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        _, still = psutil.wait_procs(procmem.alive(self.seen.values()), timeout=5)
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        self.leftovers = [f"{p.pid} {procmem.cmdline(p)[:80]}" for p in procmem.alive(still)]
+        if self.leftovers:
+            print(f"[bench] {self.label}: processes left running: {self.leftovers}", file=sys.stderr)
+
+    def wait_gone(self, timeout_s: float) -> None:
+        """Wait until every remembered process has exited (bounded)."""
+        psutil.wait_procs(procmem.alive(self.seen.values()), timeout=timeout_s)
+
+
+class Ours(Server):
+    """`container/serve`: MMS's Java front with our backends (zygote forks by default)."""
+
+    def __init__(self, workdir: Path, backend: str = "zygote",
+                 extra_env: dict[str, str] | None = None) -> None:
+        super().__init__(workdir)
+        self.backend = backend
+        self.extra_env = dict(extra_env or {})
+        # MME_BACKEND=vanilla: our handler, but a fresh interpreter per model (shows where the gain is).
+        self.label = "ours" if backend == "zygote" else "ours-fresh"
+
+    def command(self) -> list[str]:
+        return [str(SERVE)]
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MME_", "SAGEMAKER_"))}
+        env.update(SAGEMAKER_BIND_TO_PORT=str(self.port), SAGEMAKER_MULTI_MODEL="true",
+                   MME_BACKEND=self.backend, TMPDIR=str(self.workdir))  # its run dir lands in our directory
+        env.update(self.extra_env)
+        return env
+
+    def _request_stop(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # serve stops Java, the zygote and every backend
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            print(f"[bench] {self.label}: serve did not stop within 30 s", file=sys.stderr)
+        self.wait_gone(5)
+
+
+class VanillaMMS(Server):
+    """Stock MMS through its real launcher, the toolkit's handler, a fresh python per model."""
+
+    label = "vanilla"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        # The launcher keeps `.model_server.pid` in the temp dir and refuses a second server: own one.
+        self.tmp = workdir / "tmp"
+        self.tmp.mkdir(exist_ok=True)
+        self.config = workdir / "mms.properties"
+        self.config.write_text(vanilla_properties(self.port))
+
+    def command(self) -> list[str]:
+        log_config = resources.files("sagemaker_inference").joinpath("etc/log4j2.xml")  # as the toolkit
+        return [str(VENV_BIN / "multi-model-server"), "--start", "--foreground",
+                "--mms-config", str(self.config), "--model-store", "/", "--log-config", str(log_config)]
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MME_", "SAGEMAKER_"))}
+        # MMS puts the model dir on each backend's PYTHONPATH after this one; ours makes
+        # bench.reference_handler importable. LOG_LOCATION keeps the toolkit's log files private.
+        pythonpath = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+        env.update(SAGEMAKER_MULTI_MODEL="true", TMPDIR=str(self.tmp), TEMP=str(self.tmp),
+                   PYTHONPATH=pythonpath, LOG_LOCATION=str(self.workdir / "logs"),
+                   METRICS_LOCATION=str(self.workdir / "logs"))
+        return env
+
+    def _request_stop(self) -> None:
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # launcher, Java, backends, workers: one group
+        except ProcessLookupError:
+            pass
+        self.wait_gone(15)
+        # The launcher's own stop: kills what its pid file names and removes the pid file.
+        subprocess.run([str(VENV_BIN / "multi-model-server"), "--stop"], env=self.environment(),
+                       cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+                       check=False)
+
+
+def make_server(kind: str, workdir: Path, ours_env: dict[str, str] | None = None) -> Server:
+    """`ours`, `vanilla` or `ours-fresh` (container/serve with MME_BACKEND=vanilla), not yet started."""
+    if kind == "vanilla":
+        return VanillaMMS(workdir)
+    return Ours(workdir, backend="vanilla" if kind == "ours-fresh" else "zygote", extra_env=ours_env)
+
+
+def layout(kind: str) -> str:
+    """Which model directories a server kind loads: vanilla needs code/inference.py."""
+    return "vanilla" if kind == "vanilla" else "ours"
+
+
+def remove_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
