@@ -27,6 +27,7 @@ from bench.servers import Ours, Server, layout, make_server, remove_dir
 
 SERVER_KINDS = ("ours", "vanilla", "ours-fresh")
 SCALE_TARGET_BYTES = 8_000 * MB
+UNLOAD_SETTLE_S = 5.0  # idle time before the after-unload memory figure (see run_server)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -116,7 +117,9 @@ def measure(kind: str, models: list[BenchModel], args: argparse.Namespace, workd
         cpu = server.cpu_seconds() - cpu0
         unloads = unload_all(http, models, f"{tag}: unload", time.monotonic() + args.phase_timeout)
         wait_processes(server, idle.count, timeout_s=30)
-        time.sleep(args.settle_s)
+        # Memory settles once idle: our JVM runs a periodic GC after 3 s without one (G1PeriodicGCInterval),
+        # and only then gives its heap back. Wait past that for every server alike.
+        time.sleep(max(args.settle_s, UNLOAD_SETTLE_S))
         after = server.snapshot()
     finally:
         http.close()
