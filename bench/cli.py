@@ -305,7 +305,7 @@ def run_scale(args: argparse.Namespace, workdir: Path) -> tuple[str, dict]:
                            time.monotonic() + args.phase_timeout, f"{tag}: invoke")
         unloads = unload_all(http, loaded_models, f"{tag}: unload", time.monotonic() + args.phase_timeout)
         wait_processes(server, idle.count, timeout_s=60)
-        time.sleep(args.settle_s)
+        time.sleep(max(args.settle_s, UNLOAD_SETTLE_S))
         after = server.snapshot()
     finally:
         http.close()
