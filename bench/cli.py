@@ -27,7 +27,7 @@ from bench.servers import Ours, Server, layout, make_server, remove_dir
 
 SERVER_KINDS = ("ours", "vanilla", "ours-fresh")
 SCALE_TARGET_BYTES = 8_000 * MB
-UNLOAD_SETTLE_S = 5.0  # idle time before the after-unload memory figure (see run_server)
+UNLOAD_SETTLE_S = 5.0  # idle time before the after-unload memory figure (see measure)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
