@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import psutil
 
 from bench import procmem
+from container import ports
 from container.procutil import die_with_parent
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,17 +30,7 @@ MAX_MMS_PORT = 32767  # MMS's Java front rejects higher ports ("Invalid port num
 
 def free_port(lo: int = 20000, hi: int = MAX_MMS_PORT) -> int:
     """A loopback port that is free now and below MMS's limit (so port 0 won't do)."""
-    import random
-
-    for _ in range(200):
-        port = random.randint(lo, hi)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below 32768")
+    return ports.free_port("127.0.0.1", lo, hi)
 
 
 def vanilla_properties(port: int) -> str:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,21 +13,15 @@ from pathlib import Path
 import psutil
 import requests
 
+from container import ports
+
 REPO = Path(__file__).resolve().parent.parent
 SERVE = REPO / "container" / "serve"
 
 
 def free_port(lo: int = 20000, hi: int = 32000) -> int:
     """A free loopback port below 32768 (MMS rejects higher ones, so port 0 won't do)."""
-    for _ in range(200):
-        port = random.randint(lo, hi)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port found")
+    return ports.free_port("127.0.0.1", lo, hi)
 
 
 def wait_http(url: str, timeout: float = 90.0, proc: subprocess.Popen | None = None) -> None:

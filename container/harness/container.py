@@ -7,10 +7,8 @@ the way SageMaker does (`docker run IMAGE serve`), with the harness's model dire
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,9 +18,9 @@ from typing import IO, Protocol
 
 import requests
 
-# MMS's Java front rejects ports from 32768 up ("Invalid port number"), and Linux hands out ephemeral ports
-# from 32768, so bind(0) is no use: pick from a range below it instead.
-PORT_RANGE = (20000, 32767)
+from container import ports
+
+PORT_RANGE = ports.PORT_RANGE
 CONTAINER_MODELS_DIR = "/opt/ml/models"
 REPO_SERVE = Path(__file__).resolve().parents[1] / "serve"
 
@@ -32,17 +30,11 @@ class RuntimeStartError(RuntimeError):
 
 
 def free_port(host: str = "127.0.0.1", low: int = PORT_RANGE[0], high: int = PORT_RANGE[1]) -> int:
-    """A port in [low, high] that is free right now on `host`."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randint(low, high)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeStartError(f"no free port in {low}..{high}")
+    """A port in [low, high] that is free right now on `host` (see container.ports)."""
+    try:
+        return ports.free_port(host, low, high)
+    except OSError as exc:
+        raise RuntimeStartError(str(exc)) from None
 
 
 class ContainerRuntime(Protocol):
