@@ -19,6 +19,19 @@ REPO = Path(__file__).resolve().parent.parent
 SERVE = REPO / "container" / "serve"
 
 
+# No test may reach real AWS: fake credentials for every boto3 client, here or in subprocesses.
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": "/nonexistent",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+}
+
+
 def free_port(lo: int = 20000, hi: int = 32000) -> int:
     """A free loopback port below 32768 (MMS rejects higher ones, so port 0 won't do)."""
     return ports.free_port("127.0.0.1", lo, hi)

@@ -26,20 +26,11 @@ from container import examples
 from container.harness.container import free_port
 from container.harness.metrics import parse_exposition, sample_sum
 from container.harness.packaging import package
+from tests.support import FAKE_AWS
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 MME_LOCAL = str(VENV_BIN / "mme-local")
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "AWS_CONFIG_FILE": "/nonexistent",
-    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-}
 
 # A slow model's code/inference.py: model_fn sleeps, so a load lasts long enough for a burst of requests to
 # arrive during it, or outlasts the harness's wait limit.
@@ -61,24 +52,6 @@ def slow_model_dir(ex: examples.Example, root: Path, name: str, seconds: float) 
     (model_dir / "code").mkdir(exist_ok=True)
     (model_dir / "code" / "inference.py").write_text(SLOW_INFERENCE.format(seconds=seconds))
     return model_dir
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _fake_aws_env() -> Iterator[None]:
-    """No test may reach real AWS: fake credentials for every boto3 client made here or in subprocesses."""
-    saved = {k: os.environ.get(k) for k in FAKE_AWS}
-    os.environ.update(FAKE_AWS)
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-@pytest.fixture(scope="session")
-def trained() -> dict[str, examples.Example]:
-    return examples.train_all()
 
 
 def model_keys() -> dict[str, str]:

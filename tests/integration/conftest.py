@@ -12,11 +12,6 @@ from tests.support import running_serve
 
 
 @pytest.fixture(scope="session")
-def trained() -> dict[str, examples.Example]:
-    return examples.train_all()
-
-
-@pytest.fixture(scope="session")
 def model_root(tmp_path_factory: pytest.TempPathFactory, trained: dict[str, examples.Example]) -> Path:
     root = tmp_path_factory.mktemp("models")
     for example in trained.values():

@@ -1,0 +1,30 @@
+"""Fixtures every test package shares."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from container import examples
+from tests.support import FAKE_AWS
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fake_aws_env() -> Iterator[None]:
+    """No test may reach real AWS: fake credentials for every boto3 client made here or in subprocesses."""
+    saved = {k: os.environ.get(k) for k in FAKE_AWS}
+    os.environ.update(FAKE_AWS)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def trained() -> dict[str, examples.Example]:
+    """The example models, trained once per session (scikit-learn's bundled datasets)."""
+    return examples.train_all()
