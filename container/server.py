@@ -220,8 +220,9 @@ class Server:
         FailedLoadJanitor(self.run / "events.sock", s.port).start()
         if s.backend == "zygote":
             self.start_zygote()
-        # Java leads its own process group: its backends (vanilla) and launchers go down with it.
-        self.java = subprocess.Popen(cmd, env=self.env(), cwd=self.run, start_new_session=True,
+        # Java leads its own process group (its backends and launchers go down with it) but stays in our
+        # session: with autogroup scheduling a new session would get its own CPU share apart from the workers.
+        self.java = subprocess.Popen(cmd, env=self.env(), cwd=self.run, process_group=0,
                                      preexec_fn=lambda: die_with_parent(signal.SIGKILL))
 
     def wait(self) -> int:
