@@ -24,6 +24,7 @@ from mms.protocol.otf_message_handler import create_load_model_response, retriev
 from mms.service import emit_metrics
 
 from container.procutil import die_with_parent
+from container.worker_state import WorkerState
 from handler.errors import InferenceError
 
 log = logging.getLogger("mme.backend")
@@ -72,10 +73,47 @@ class Backend(MXNetModelServiceWorker):
 
 
     draining = False
+    shared: WorkerState | None = None  # set in a zygote's worker: see container/worker_state.py
 
     def start_worker(self, cl_socket: socket.socket) -> None:
+        """MMS's start_worker, tolerating a worker that never created MMS's stdout/stderr FIFOs (a
+        replacement after an OOM kill), and signalling the end with shutdown(): the zygote holds a
+        copy of the connection, so closing ours alone would not tell MMS."""
         die_with_parent()
-        super().start_worker(cl_socket)
+        self.sock.close()
+        try:
+            self.handle_connection(cl_socket)
+        except Exception:  # noqa: BLE001 - as MMS: log it; MMS restarts the worker
+            logging.error("Backend worker process died.", exc_info=True)
+        finally:
+            for path in (getattr(self, "out", None), getattr(self, "err", None)):
+                if path:
+                    try:
+                        os.remove(path)
+                    except OSError:
+                        pass
+            try:
+                cl_socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            cl_socket.close()
+            sys.exit(0)
+
+    def reload(self, load_message: dict) -> bool:
+        """Load the model a killed predecessor served, as MMS asked it to, without MMS's FIFOs."""
+        io_fd = load_message.pop("ioFileDescriptor", b"").decode("utf-8", "replace")
+        for suffix in ("-stdout", "-stderr"):  # the predecessor's, left behind by SIGKILL
+            try:
+                os.remove(os.path.join(self.tmp_dir, io_fd + suffix))
+            except OSError:
+                pass
+        result, code = self.load_model(load_message)
+        if code != 200:
+            log.warning("replacement worker could not load the model (%d): %s", code, result)
+            return False
+        if self.shared is not None:
+            self.shared.loaded(load_message)
+        return True
 
     def _drain(self, *_: object) -> None:
         self.draining = True
@@ -96,9 +134,15 @@ class Backend(MXNetModelServiceWorker):
                 continue
             cmd, msg = retrieve_msg(cl_socket)
             if cmd == b"I":
+                if self.shared is not None:
+                    self.shared.busy(True)
                 cl_socket.sendall(self.service.predict(msg))
+                if self.shared is not None:
+                    self.shared.busy(False)
             elif cmd == b"L":
                 result, code = self.load_model(msg)
+                if code == 200 and self.shared is not None:
+                    self.shared.loaded(msg)
                 cl_socket.sendall(create_load_model_response(code, result))
                 self._remap_io()
                 if code != 200:
@@ -110,8 +154,10 @@ class Backend(MXNetModelServiceWorker):
                 emit_metrics(self.service.context.metrics.store)
 
 
-def serve_connection(client: socket.socket, args) -> int:  # noqa: ANN001 - MMS's argparse namespace
-    """Serve one MMS connection in this (forked) process: load the model, then answer requests."""
+def serve_connection(client: socket.socket, args, shared: WorkerState | None = None,  # noqa: ANN001
+                     reload: dict | None = None) -> int:
+    """Serve one MMS connection in this (forked) process: load the model (MMS sends the load message
+    first; `reload` is one a killed predecessor recorded), then answer requests."""
     logging.basicConfig(stream=sys.stdout, format="%(message)s", level=logging.INFO, force=True)
     model_req = {
         "handler": args.handler.encode("utf-8"),
@@ -120,6 +166,10 @@ def serve_connection(client: socket.socket, args) -> int:  # noqa: ANN001 - MMS'
     }
     # tcp with no bind: MMS's constructor would otherwise delete the model's socket file.
     worker = Backend("tcp", None, "127.0.0.1", "0", model_req, False, args.tmp_dir)
+    worker.shared = shared
+    if reload is not None and not worker.reload(reload):
+        client.shutdown(socket.SHUT_RDWR)  # MMS sees the worker die and starts another the usual way
+        return 1
     worker.start_worker(client)  # exits via SystemExit when MMS hangs up
     return 0
 

@@ -35,10 +35,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from mms.protocol.otf_message_handler import create_predict_response
+
+from container.oom import oom_kill_count
 from container.procutil import become_subreaper, die_with_parent
+from container.worker_state import WorkerState
 
 log = logging.getLogger("mme.zygote")
 MAX_REQUEST = 1 << 20
+OOM_MESSAGE = "Insufficient memory: the model's worker was killed by the out-of-memory killer"
 
 
 def preload() -> None:
@@ -132,12 +137,24 @@ class Slot:
     workers: set[int] = field(default_factory=set)
 
 
+@dataclass
+class Worker:
+    """A forked worker. The zygote keeps its own copy of the worker's MMS connection, so that when the
+    OOM killer takes the worker mid-request the request can still be answered (507) and a replacement
+    can carry on serving on the same connection; other deaths just close it, and MMS restarts."""
+
+    slot: Slot
+    conn: socket.socket
+    state: WorkerState
+
+
 class Zygote:
     def __init__(self, sock_path: str) -> None:
         self.sock_path = sock_path
         self.sel = selectors.DefaultSelector()
         self.slots: dict[int, Slot] = {}  # by launcher connection fd
-        self.worker_slot: dict[int, Slot] = {}
+        self.workers: dict[int, Worker] = {}
+        self.oom_kills = oom_kill_count()
         self.listener: socket.socket | None = None
         self.wake_r, self.wake_w = socket.socketpair()
         self.stopping = False
@@ -323,28 +340,36 @@ class Zygote:
         slot.fds = []
 
     # -- workers -----------------------------------------------------------------------------
-    def _fork_worker(self, slot: Slot) -> None:
-        assert slot.listener is not None
-        try:
-            client, _ = slot.listener.accept()
-        except OSError:
-            return
+    def _fork_worker(self, slot: Slot, client: socket.socket | None = None,
+                     reload: dict | None = None) -> None:
+        """A worker for a new MMS connection, or (`reload`) a replacement on a killed worker's one."""
+        if client is None:
+            assert slot.listener is not None
+            try:
+                client, _ = slot.listener.accept()
+            except OSError:
+                return
+        state = WorkerState()
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            self._become_worker(slot, client)  # never returns
-        client.close()
+            self._become_worker(slot, client, state, reload)  # never returns
         slot.workers.add(pid)
-        self.worker_slot[pid] = slot
+        self.workers[pid] = Worker(slot, client, state)
 
-    def _become_worker(self, slot: Slot, client: socket.socket) -> None:
+    def _become_worker(self, slot: Slot, client: socket.socket, state: WorkerState,
+                       reload: dict | None) -> None:
         code = 1
         try:
             follow(slot.launcher_pid)
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
+            # Other workers' connections must not stay open here, or MMS would not see them close.
+            for worker in self.workers.values():
+                worker.conn.close()
+                worker.state.close()
             # Close every zygote socket through its object, so no stale object closes a reused fd later.
             for other in list(self.slots.values()):
                 other.conn.close()
@@ -369,7 +394,7 @@ class Zygote:
             limit_worker_memory(os.environ.get("MME_WORKER_MEMORY_LIMIT", ""))
             from container.backend import serve_connection
 
-            code = serve_connection(client, slot.args)
+            code = serve_connection(client, slot.args, state, reload)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:  # noqa: BLE001 - report, then leave the fork no matter what
@@ -384,14 +409,36 @@ class Zygote:
     def _reap(self) -> None:
         while True:
             try:
-                pid, _status = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
-            slot = self.worker_slot.pop(pid, None)
-            if slot is not None:
-                slot.workers.discard(pid)  # MMS reconnects and we fork a fresh worker then
+            worker = self.workers.pop(pid, None)
+            if worker is not None:
+                worker.slot.workers.discard(pid)
+                self._worker_ended(pid, worker, status)
+
+    def _worker_ended(self, pid: int, worker: Worker, status: int) -> None:
+        """OOM-killed mid-request: answer 507 and carry on with a replacement. Otherwise close our copy
+        of the connection, so MMS sees the worker gone, reconnects, and we fork a fresh worker then."""
+        oom_kills, self.oom_kills = self.oom_kills, oom_kill_count()
+        killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        reload = worker.state.load_message() if worker.state.was_busy() else None
+        worker.state.close()
+        slot = worker.slot
+        if killed and reload is not None and self.oom_kills > oom_kills and slot.listener is not None \
+                and not self.stopping:
+            log.warning("worker %d of %s was killed by the OOM killer mid-request: answering 507",
+                        pid, slot.args.model_name)
+            try:
+                worker.conn.sendall(create_predict_response(None, {}, OOM_MESSAGE, 507))
+            except OSError:
+                worker.conn.close()
+                return
+            self._fork_worker(slot, worker.conn, reload)
+        else:
+            worker.conn.close()
 
     def shutdown(self, drain_s: float = 25.0) -> None:
         """Drain: no new workers; each worker answers what MMS already sent it, then exits."""
@@ -400,13 +447,13 @@ class Zygote:
                 self.sel.unregister(slot.listener)
                 slot.listener.close()
                 slot.listener = None
-        for pid in list(self.worker_slot):
+        for pid in list(self.workers):
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + drain_s
-        while self.worker_slot and time.monotonic() < deadline:
+        while self.workers and time.monotonic() < deadline:
             self._reap()
             time.sleep(0.02)
         for slot in list(self.slots.values()):
