@@ -77,7 +77,14 @@ RUN set -eu; \
     gcc -O2 -Wall -Wextra -o /opt/mme-launcher /tmp/launcher.c
 
 # ---------------------------------------------------------------------------------------------------------
-# Stage 4: the runtime image: Debian's python3 (no -venv, no pip), the jlinked Java 17, tini; no compilers.
+# Stage 4: our MMS plugin (container/java), compiled against the pinned MMS jar with the JDK of stage 2.
+FROM jre AS plugin
+COPY --from=venv /opt/venv/lib/python3.11/site-packages/mms/frontend/model-server.jar /tmp/model-server.jar
+COPY container/java /tmp/java
+RUN /tmp/java/build.sh /tmp/model-server.jar /opt/mme-mms-plugin.jar
+
+# ---------------------------------------------------------------------------------------------------------
+# Stage 5: the runtime image: Debian's python3 (no -venv, no pip), the jlinked Java 17, tini; no compilers.
 FROM ${BASE_IMAGE}
 ARG BUILD_CA_CERT=""
 ENV DEBIAN_FRONTEND=noninteractive
@@ -104,6 +111,7 @@ COPY --from=venv /opt/venv /opt/venv
 COPY handler /opt/program/handler
 COPY container /opt/program/container
 COPY --from=launcher /opt/mme-launcher /opt/program/container/bin/mme-launcher
+COPY --from=plugin /opt/mme-mms-plugin.jar /opt/program/container/java/build/mme-mms-plugin.jar
 # The entry point: SageMaker runs `docker run IMAGE serve`; `serve` execs container/serve (so tini's signals
 # reach it directly), anything else runs as a command (`docker run IMAGE python3 -c ...`).
 # Imports resolve to /opt/program via a .pth file: one copy of the code, next to container/serve and its data

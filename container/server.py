@@ -32,6 +32,7 @@ from container.settings import ServeSettings, SettingsError
 
 STOP_GRACE_S = 5.0
 DRAIN_S = 20.0  # SageMaker waits 30 s after SIGTERM; leave room for MMS to stop
+PLUGIN_JAR = "mme-mms-plugin.jar"
 # G1 with a periodic full GC when idle, so the heap shrinks back after a burst of loads or traffic
 # (Serial GC kept ~+16% after unloading everything, this ~+8%); a small initial heap; C1 only (less
 # code cache); unpooled Netty buffers, whose pools otherwise keep what a burst allocated.
@@ -101,12 +102,25 @@ def _java_cmd(s: ServeSettings, run: Path, python: Path) -> list[str]:
         raise SettingsError("java not found: install a Java 17 runtime (openjdk-17-jre-headless)")
     mms_home = Path(mms.__file__).resolve().parent.parent
     log4j = resources.files("container").joinpath("etc/log4j2.xml")
+    classpath = ":".join([".", f"{mms_home / 'mms' / 'frontend'}/*", *_plugin_jar()])
     return [
         java, f"-Dmodel_server_home={mms_home}", f"-Dlog4j.configurationFile=file://{log4j}",
         f"-Djava.io.tmpdir={run / 'tmp'}", *JAVA_OPTS,
-        "-cp", f".:{mms_home / 'mms' / 'frontend'}/*", "com.amazonaws.ml.mms.ModelServer",
+        "--add-opens=java.base/java.lang=ALL-UNNAMED",  # our plugin shortens the process reaper's keep-alive
+        "-cp", classpath, "com.amazonaws.ml.mms.ModelServer",
         "--python", str(python), "-f", str(run / "config.properties"),
     ]
+
+
+def _plugin_jar() -> list[str]:
+    """Our MMS plugin (container/java): answers requests queued for an unloaded model with 404 and lets
+    MMS's idle worker threads go after 2 s instead of 60. Built by scripts/setup.sh and the Dockerfile."""
+    jar = Path(__file__).resolve().parent / "java" / "build" / PLUGIN_JAR
+    if jar.is_file():
+        return [str(jar)]
+    log(f"WARNING: {jar} is missing (run scripts/setup.sh): requests queued for a model when it is "
+        "unloaded will not be answered, and unloaded models' threads linger 60 s")
+    return []
 
 
 def _short_tmp() -> str | None:

@@ -4,11 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v java >/dev/null 2>&1; then
-    echo "[setup] installing Java 17 headless runtime (MMS's frontend needs it)"
+if ! command -v java >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1; then
+    echo "[setup] installing Java 17 (MMS's frontend runs on it; javac builds our MMS plugin)"
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openjdk-17-jdk-headless >/dev/null
 fi
 
 PY=${PYTHON:-python3}
@@ -33,5 +33,12 @@ if [ ! -x container/bin/mme-launcher ] || [ container/launcher.c -nt container/b
     else
         echo "[setup] no C compiler: models will use the Python launcher (more memory per model)"
     fi
+fi
+# The MMS plugin (container/java): 404 for requests queued for an unloaded model, short-lived idle threads.
+plugin=container/java/build/mme-mms-plugin.jar
+mms_jar=$(.venv/bin/python -c 'import mms, pathlib; print(pathlib.Path(mms.__file__).parent / "frontend" / "model-server.jar")')
+if [ ! -f "$plugin" ] || [ -n "$(find container/java/src "$mms_jar" -newer "$plugin" -print -quit)" ]; then
+    echo "[setup] building the MMS plugin"
+    container/java/build.sh "$mms_jar" "$plugin"
 fi
 echo "[setup] ready: .venv/bin/mme-local, container/serve"

@@ -194,3 +194,31 @@ def test_workers_per_model_setting(tmp_path, model_root) -> None:
         entries = (serve.run_dir() / "ledger").iterdir()
         ledger = [p.read_text().split()[1] for p in entries if p.name.isdigit()]
         assert ledger.count("iris_logreg") == 2  # two processes, each holding the model
+
+
+def _java_threads(serve: Serve) -> int:
+    java = next(p for p in psutil.Process(serve.proc.pid).children(recursive=True) if p.name() == "java")
+    return java.num_threads()
+
+
+def test_unloaded_models_threads_go_within_seconds(tmp_path, model_root) -> None:
+    """MMS's worker pool and Java's process reaper keep an idle thread 60 s; our plugin (container/java)
+    makes it 2 s, so memory comes back soon after unloading many models. /mme reports the plugin's state."""
+    with running_serve(tmp_path) as serve:
+        status = serve.http.get(f"{serve.url}/mme", timeout=10)
+        assert status.status_code == 200, status.text
+        assert status.json()["worker_pool_keep_alive_s"] == 2, status.text
+        assert status.json()["process_reaper_keep_alive_s"] == 2, status.text
+        idle = _java_threads(serve)
+        names = [f"m{i}" for i in range(20)]
+        for name in names:
+            assert serve.load(name, model_root / "iris_logreg").status_code == 200
+            assert serve.invoke(name, ROW).status_code == 200
+        loaded = _java_threads(serve)
+        assert loaded >= idle + 20  # at least one MMS thread per loaded model
+        for name in names:
+            assert serve.unload(name).status_code == 200
+        deadline = time.monotonic() + 20
+        while _java_threads(serve) > idle + 5 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _java_threads(serve) <= idle + 5, (idle, loaded, _java_threads(serve))

@@ -2,8 +2,8 @@
 SIGTERM during traffic, a killed worker between requests, a killed zygote, 507 over the memory budget and the
 per-worker memory limit):
 
-- a model unloaded (DELETE) while requests for it are in flight: each must finish, or fail cleanly (404, or
-  another JSON 4xx/5xx), and none may hang;
+- a model unloaded (DELETE) while requests for it are in flight: none may hang; the queued ones get 404 (our
+  MMS plugin, container/java), and only the one inside the worker may get MMS's 500 "Worker died.";
 - a model's worker killed with SIGKILL while 8 clients send traffic to three models: the model answers again,
   the other two never notice;
 - /ping answers 200 (within 2 s) all along.
@@ -82,14 +82,6 @@ def _is_clean_json_error(text: str) -> bool:
     return isinstance(doc, dict) and "message" in doc and "Traceback" not in text and 'File "' not in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RequestsHung,
-    reason="bug: requests queued for a model when it is DELETEd never get an answer (MMS 1.1.11 drops the "
-    "model's job queue on unregister without replying; container/server.py does not make up for it), and "
-    "the request in the worker gets 500 'Worker died.' because DELETE kills the worker without the drain "
-    "that SIGTERM gets (container/backend.py handle_connection)",
-)
 def test_delete_while_requests_are_in_flight(serve: Serve, tmp_path: Path, trained: dict) -> None:
     slow = examples.write_model_dir(trained["iris_logreg"], tmp_path, "slow")
     (slow / "code").mkdir()
@@ -158,13 +150,17 @@ def test_delete_while_requests_are_in_flight(serve: Serve, tmp_path: Path, train
     assert set(steady_results) == {200}, steady_results
     assert ping.healthy and ping.slowest < 2.0, (ping.results, ping.slowest)
     assert len(in_flight) == 6
-    for status, _, text in in_flight:
-        if status != "hung":
-            assert status == 200 or (isinstance(status, int) and _is_clean_json_error(text)), (status, text)
     if outcomes["hung"]:
         raise RequestsHung(
             f"{outcomes['hung']} of 6 in-flight requests got no answer in {HANG_S}s: {fmt_counter(outcomes)}"
         )
+    for status, _, text in in_flight:
+        assert status in (200, 404, 500) and _is_clean_json_error(text) or status == 200, (status, text)
+    # The queued requests get 404 from our MMS plugin (container/java). The one inside the worker when
+    # MMS kills it may get MMS's own 500 "Worker died." (MMS closes the connection before anyone can
+    # answer it); it must not be more than that one.
+    assert outcomes[404] + outcomes[200] >= 5, fmt_counter(outcomes)
+    assert all("Worker died." in text for status, _, text in in_flight if status == 500), in_flight
 
 
 def test_sigkill_worker_mid_traffic(serve: Serve, model_root: Path, trained: dict) -> None:

@@ -1,0 +1,172 @@
+package com.mme.mms;
+
+import com.amazonaws.ml.mms.wlm.Job;
+import com.amazonaws.ml.mms.wlm.Model;
+import com.amazonaws.ml.mms.wlm.ModelManager;
+import io.netty.handler.codec.http.HttpResponseStatus;
+import java.io.IOException;
+import java.lang.reflect.Field;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.Iterator;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.BlockingDeque;
+import java.util.concurrent.ConcurrentMap;
+import java.util.concurrent.ThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import software.amazon.ai.mms.servingsdk.Context;
+import software.amazon.ai.mms.servingsdk.ModelServerEndpoint;
+import software.amazon.ai.mms.servingsdk.annotations.Endpoint;
+import software.amazon.ai.mms.servingsdk.annotations.helpers.EndpointTypes;
+import software.amazon.ai.mms.servingsdk.http.Request;
+import software.amazon.ai.mms.servingsdk.http.Response;
+
+/**
+ * Fixes two MMS 1.1.11 lifecycle gaps from inside the JVM, through MMS's own plugin mechanism (MMS
+ * instantiates every ModelServerEndpoint on its class path at startup).
+ *
+ * <p>1. MMS drops a model's job queue on DELETE without answering it: requests queued for the model
+ * (and the one in its worker, which MMS puts back in the queue) hang until the client gives up. A
+ * watcher keeps each registered Model and, once it is no longer registered, answers whatever is left
+ * in its queues with 404 for a few seconds (MMS may re-queue the in-worker request a little later).
+ *
+ * <p>2. MMS's worker threads come from a cached pool that keeps idle threads for 60 s, about six
+ * per model, and so does Java's "process reaper" pool (one thread per launcher process MMS started),
+ * so unloading hundreds of models gave memory back only a minute later. Both pools' keep-alive is
+ * shortened (the reaper's needs --add-opens java.base/java.lang, which `serve` passes).
+ *
+ * <p>GET /mme on the management port reports what the plugin did (and proves it is loaded). The
+ * fields read by reflection are MMS 1.1.11's; pyproject.toml pins that version.
+ */
+@Endpoint(
+        urlPattern = "mme",
+        endpointType = EndpointTypes.MANAGEMENT,
+        description = "mme lifecycle plugin status")
+public class LifecyclePlugin extends ModelServerEndpoint {
+
+    private static final Logger logger = LoggerFactory.getLogger(LifecyclePlugin.class);
+    private static final AtomicBoolean STARTED = new AtomicBoolean();
+    private static final AtomicLong ANSWERED = new AtomicLong();
+    private static final long POLL_MS = 50;
+    private static final long DRAIN_FOR_MS = 5000;
+    private static volatile long keepAliveSeconds = -1;
+    private static volatile long reaperKeepAliveSeconds = -1;
+
+    public LifecyclePlugin() {
+        // MMS's PluginsManager instantiates plugins once per endpoint type: start one watcher only.
+        if (STARTED.compareAndSet(false, true)) {
+            Thread t = new Thread(LifecyclePlugin::watch, "mme-lifecycle");
+            t.setDaemon(true);
+            t.start();
+        }
+    }
+
+    @Override
+    public void doGet(Request req, Response rsp, Context ctx) throws IOException {
+        rsp.setContentType("application/json");
+        String body =
+                "{\"unloaded_requests_answered\":"
+                        + ANSWERED.get()
+                        + ",\"worker_pool_keep_alive_s\":"
+                        + keepAliveSeconds
+                        + ",\"process_reaper_keep_alive_s\":"
+                        + reaperKeepAliveSeconds
+                        + "}";
+        rsp.getOutputStream().write(body.getBytes(StandardCharsets.UTF_8));
+    }
+
+    private static void watch() {
+        try {
+            ModelManager manager;
+            while ((manager = ModelManager.getInstance()) == null) {
+                Thread.sleep(POLL_MS); // plugins load before MMS initialises its ModelManager
+            }
+            shortenKeepAlive(manager);
+            Map<String, Model> known = new HashMap<>();
+            Map<Model, Long> gone = new HashMap<>();
+            while (true) {
+                Map<String, Model> live = manager.getModels();
+                for (Iterator<Map.Entry<String, Model>> it = known.entrySet().iterator();
+                        it.hasNext(); ) {
+                    Map.Entry<String, Model> e = it.next();
+                    if (live.get(e.getKey()) != e.getValue()) {
+                        gone.put(e.getValue(), System.currentTimeMillis() + DRAIN_FOR_MS);
+                        it.remove();
+                    }
+                }
+                known.putAll(live);
+                long now = System.currentTimeMillis();
+                for (Iterator<Map.Entry<Model, Long>> it = gone.entrySet().iterator();
+                        it.hasNext(); ) {
+                    Map.Entry<Model, Long> e = it.next();
+                    answerQueued(e.getKey());
+                    if (now > e.getValue()) {
+                        it.remove();
+                    }
+                }
+                Thread.sleep(POLL_MS);
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        } catch (ReflectiveOperationException | RuntimeException e) {
+            logger.error("mme lifecycle plugin stopped", e);
+        }
+    }
+
+    private static void shortenKeepAlive(ModelManager manager) throws ReflectiveOperationException {
+        Object wlm = field(manager, "wlm");
+        Object pool = field(wlm, "threadPool");
+        if (pool instanceof ThreadPoolExecutor) {
+            long seconds = Long.getLong("mme.workerPoolKeepAliveSeconds", 2);
+            ((ThreadPoolExecutor) pool).setKeepAliveTime(seconds, TimeUnit.SECONDS);
+            keepAliveSeconds = seconds;
+            logger.info("worker thread pool keep-alive set to {} s", seconds);
+            try {
+                Field f = Class.forName("java.lang.ProcessHandleImpl")
+                        .getDeclaredField("processReaperExecutor");
+                f.setAccessible(true);
+                Object reaper = f.get(null);
+                if (reaper instanceof ThreadPoolExecutor) {
+                    ((ThreadPoolExecutor) reaper).setKeepAliveTime(seconds, TimeUnit.SECONDS);
+                    reaperKeepAliveSeconds = seconds;
+                }
+            } catch (ReflectiveOperationException | RuntimeException e) {
+                logger.warn("process reaper threads keep Java's 60 s keep-alive: {}", e.toString());
+            }
+        }
+    }
+
+    @SuppressWarnings("unchecked")
+    private static void answerQueued(Model model) throws ReflectiveOperationException {
+        Map<String, ? extends BlockingDeque<Job>> queues =
+                (ConcurrentMap<String, ? extends BlockingDeque<Job>>) field(model, "jobsDb");
+        List<Job> jobs = new ArrayList<>();
+        for (BlockingDeque<Job> queue : queues.values()) {
+            queue.drainTo(jobs);
+        }
+        for (Job job : jobs) {
+            job.sendError(
+                    HttpResponseStatus.NOT_FOUND,
+                    "Model \"" + model.getModelName() + "\" was unloaded before this request ran");
+            ANSWERED.incrementAndGet();
+        }
+        if (!jobs.isEmpty()) {
+            logger.info(
+                    "answered {} request(s) queued for unloaded model {} with 404",
+                    jobs.size(),
+                    model.getModelName());
+        }
+    }
+
+    private static Object field(Object target, String name) throws ReflectiveOperationException {
+        Field f = target.getClass().getDeclaredField(name);
+        f.setAccessible(true);
+        return f.get(target);
+    }
+}
