@@ -58,7 +58,11 @@ def _parts(prediction: object, content_type: str) -> tuple[list, list | None]:
 def encode_json(prediction: object) -> bytes:
     if not isinstance(prediction, dict):
         prediction = {"predictions": prediction}
-    return json.dumps(to_plain(prediction), separators=(",", ":")).encode("utf-8")
+    try:
+        # Fast path, the usual case: plain lists of finite numbers (predict_fn's tolist()) need no walk.
+        return json.dumps(prediction, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError):  # numpy values, non-string keys or NaN/inf: convert, then encode
+        return json.dumps(to_plain(prediction), separators=(",", ":")).encode("utf-8")
 
 
 def encode_jsonlines(prediction: object) -> bytes:
