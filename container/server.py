@@ -35,13 +35,14 @@ DRAIN_S = 20.0  # SageMaker waits 30 s after SIGTERM; leave room for MMS to stop
 PLUGIN_JAR = "mme-mms-plugin.jar"
 # G1 with a periodic full GC when idle, so the heap shrinks back after a burst of loads or traffic
 # (Serial GC kept ~+16% after unloading everything, this ~+8%); a small initial heap; C1 only (less
-# code cache); unpooled Netty buffers, whose pools otherwise keep what a burst allocated.
+# code cache); unpooled Netty buffers, whose pools otherwise keep what a burst allocated; and a periodic
+# malloc_trim, which gives back the native memory of the threads hundreds of models used.
 # Measured with 30 models: Java idle 113 -> ~60 MB, ~2 -> ~0.9 MB per loaded model.
 JAVA_OPTS = os.environ.get(
     "MME_JAVA_OPTS",
     "-XX:+UseG1GC -XX:G1PeriodicGCInterval=3000 -XX:-G1PeriodicGCInvokesConcurrent -Xss512k"
     " -XX:-UsePerfData -XX:TieredStopAtLevel=1 -Xms8m -XX:MaxHeapFreeRatio=20 -XX:MinHeapFreeRatio=5"
-    " -Dio.netty.allocator.type=unpooled",
+    " -Dio.netty.allocator.type=unpooled -XX:TrimNativeHeapInterval=2000",
 ).split()
 
 
