@@ -52,6 +52,13 @@ def test_ping_answers_quickly(container: Container) -> None:
     assert time.monotonic() - t0 < 2
 
 
+def test_mms_plugin_is_loaded(container: Container) -> None:
+    """The image carries our MMS plugin (container/java): 404 for requests queued for an unloaded model."""
+    r = requests.get(f"{container.url}/mme", timeout=5)
+    assert r.status_code == 200, r.text
+    assert r.json()["worker_pool_keep_alive_s"] == 2 and r.json()["process_reaper_keep_alive_s"] == 2, r.text
+
+
 def test_labels_declare_mme_capabilities(image: str) -> None:
     labels = json.loads(podman("image", "inspect", "--format", "{{json .Labels}}", image).stdout)
     assert labels["com.amazonaws.sagemaker.capabilities.multi-models"] == "true"
@@ -163,7 +170,7 @@ def test_no_compilers_or_pip_caches(container: Container) -> None:
         container.name,
         "sh",
         "-c",
-        "for t in gcc cc g++ make pip pip3; do command -v $t; done; "
+        "for t in gcc cc g++ make pip pip3 javac; do command -v $t; done; "
         "ls -d /root/.cache/pip /home/*/.cache/pip 2>/dev/null; "
         "ls /var/lib/apt/lists | grep -v -e '^lock$' -e '^partial$'; true",
         check=False,
