@@ -161,6 +161,10 @@ def test_delete_while_requests_are_in_flight(serve: Serve, tmp_path: Path, train
     # answer it); it must not be more than that one.
     assert outcomes[404] + outcomes[200] >= 5, fmt_counter(outcomes)
     assert all("Worker died." in text for status, _, text in in_flight if status == 500), in_flight
+    # No request answered twice: a second answer on a keep-alive connection would be read as the answer to
+    # that client's next request.
+    answered = serve.http.get(f"{serve.url}/mme", timeout=10).json()["unloaded_requests_answered"]
+    assert answered == outcomes[404], (answered, fmt_counter(outcomes))
 
 
 def test_sigkill_worker_mid_traffic(serve: Serve, model_root: Path, trained: dict) -> None:
