@@ -13,6 +13,10 @@ then may send `S<signum>\\n` to forward a signal; the zygote answers `X<waitstat
 ends. When the launcher disappears (MMS kills it on DELETE) the model's socket and workers go.
 If the zygote itself dies, workers keep serving; `serve` starts a new zygote and each launcher
 reconnects with adopt=true so the model's socket is served again.
+
+The zygote also keeps its own copy of every worker's MMS connection: when the kernel's OOM killer takes
+a worker in the middle of a request, the zygote answers that request 507 and forks a replacement that
+reloads the model on the same connection (see Worker and container/worker_state.py).
 """
 
 from __future__ import annotations
