@@ -52,20 +52,64 @@ def _call_model(method, data: object) -> object:
         raise UserCodeError(f"model.{method.__name__} failed: {type(exc).__name__}: {exc}") from None
 
 
+# Classifiers whose predict is, by scikit-learn's code, the class of the largest predict_proba (trees,
+# forests) or of the largest decision score that predict_proba maps through a strictly increasing
+# function (logistic regression: expit or softmax). For these one predict_proba call gives both answers.
+# Exact types only (by name, so nothing is imported for it): a subclass may override predict.
+_PREDICT_IS_ARGMAX_OF_PROBA = frozenset({
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.tree._classes.ExtraTreeClassifier",
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.ensemble._forest.ExtraTreesClassifier",
+})
+
+
+def _type_name(obj: object) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _final_step(model: object) -> object:
+    if _type_name(model) == "sklearn.pipeline.Pipeline":  # same transforms for predict and predict_proba
+        return model.steps[-1][1]
+    return model
+
+
+def _predictions_from(probabilities: object, model: object) -> np.ndarray | None:
+    """The classes predict would return, read off `probabilities`; None when that is not certain: a model
+    not in the list above, or a row whose top two probabilities are equal (rounding may have merged two
+    different scores there, e.g. expit of a tiny positive score is exactly 0.5)."""
+    final = _final_step(model)
+    if _type_name(final) not in _PREDICT_IS_ARGMAX_OF_PROBA or getattr(final, "n_outputs_", 1) != 1:
+        return None
+    classes = getattr(final, "classes_", None)
+    if not (isinstance(probabilities, np.ndarray) and probabilities.ndim == 2
+            and isinstance(classes, np.ndarray) and probabilities.shape[1] == len(classes) >= 2
+            and len(probabilities)):
+        return None
+    top_two = np.partition(probabilities, -2, axis=1)[:, -2:]
+    if not (top_two[:, 1] > top_two[:, 0]).all():
+        return None
+    return classes.take(np.argmax(probabilities, axis=1))
+
+
 def predict_fn(data: object, model: object) -> dict[str, list]:
     """{"predictions": [...]} plus "probabilities" (one list per row) when the model has predict_proba."""
     check_n_features(data, model)
-    predictions = _call_model(model.predict, data)
-    # Plain Python lists (NaN kept; the JSON encoder turns non-finite values into null).
-    result: dict[str, list] = {"predictions": np.asarray(predictions).tolist()}
+    probabilities = None
     # hasattr is False for pipelines whose last step lacks predict_proba (sklearn's available_if).
     if hasattr(model, "predict_proba"):
         try:
             probabilities = _call_model(model.predict_proba, data)
         except UserCodeError:
             probabilities = None  # e.g. NotImplementedError: the predictions alone are still an answer
-        if isinstance(probabilities, np.ndarray) and probabilities.ndim == 2:
-            result["probabilities"] = probabilities.tolist()
+    predictions = _predictions_from(probabilities, model)
+    if predictions is None:
+        predictions = _call_model(model.predict, data)
+    # Plain Python lists (NaN kept; the JSON encoder turns non-finite values into null).
+    result: dict[str, list] = {"predictions": np.asarray(predictions).tolist()}
+    if isinstance(probabilities, np.ndarray) and probabilities.ndim == 2:
+        result["probabilities"] = probabilities.tolist()
     return result
 
 
