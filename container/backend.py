@@ -11,6 +11,7 @@ With the zygote, `serve_connection` runs in a worker forked per connection; with
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import select
@@ -31,7 +32,7 @@ log = logging.getLogger("mme.backend")
 DRAIN_IDLE_S = 0.3
 
 
-def report_failed_load(name: str) -> None:
+def report_failed_load(name: str, status: int, reason: str) -> None:
     """Tell `serve` a load failed, so it unregisters the model (see server.FailedLoadJanitor).
 
     MMS 1.1.11 answers a failed load with our status but then fails to unregister the model (its
@@ -43,7 +44,8 @@ def report_failed_load(name: str) -> None:
         return
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.sendto(name.encode("utf-8"), path)
+            message = {"name": name, "status": status, "reason": reason[:2000]}
+            s.sendto(json.dumps(message).encode("utf-8"), path)
     except OSError as exc:
         log.warning("could not report the failed load of %s: %s", name, exc)
 
@@ -52,7 +54,8 @@ class Backend(MXNetModelServiceWorker):
     def load_model(self, load_model_request=None):  # noqa: ANN001 - MMS's signature
         result = self._load(load_model_request)
         if result[1] != 200:
-            report_failed_load(load_model_request["modelName"].decode("utf-8", "replace"))
+            report_failed_load(load_model_request["modelName"].decode("utf-8", "replace"), result[1],
+                               str(result[0]))
         return result
 
     def _load(self, load_model_request):  # noqa: ANN001

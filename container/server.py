@@ -10,6 +10,7 @@ SIGTERM stops Java, the zygote and every backend: nothing is left behind.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -147,9 +148,15 @@ class FailedLoadJanitor(threading.Thread):
     def run(self) -> None:
         while True:
             try:
-                name = self.sock.recv(65536).decode("utf-8", "replace")
+                report = json.loads(self.sock.recv(65536))
+                name, status, reason = str(report["name"]), report.get("status"), report.get("reason")
             except OSError:
                 return
+            except (ValueError, KeyError, TypeError):
+                continue
+            # Logged here too: MMS forwards a worker's output through reader threads that it stops as
+            # soon as the load fails, and under load the worker's own line can be lost on the way.
+            log(f"model {name!r} failed to load ({status}): {reason}")
             self.unregister(name)
 
     def _call(self, method: str, name: str) -> tuple[int, bytes]:
