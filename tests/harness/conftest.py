@@ -13,24 +13,25 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
 import requests
-from botocore.config import Config
 
 from container import examples
 from container.harness.container import free_port
-from container.harness.metrics import parse_exposition, sample_sum
 from container.harness.packaging import package
+from tests.harness_process import (  # noqa: F401 - re-exported for the harness tests
+    MME_LOCAL,
+    RunningHarness,
+    metric,
+    metrics,
+    runtime_client,
+    start_harness,
+    stop_harness,
+)
 from tests.support import FAKE_AWS
-
-REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = REPO / ".venv" / "bin"
-MME_LOCAL = str(VENV_BIN / "mme-local")
 
 # A slow model's code/inference.py: model_fn sleeps, so a load lasts long enough for a burst of requests to
 # arrive during it, or outlasts the harness's wait limit.
@@ -95,61 +96,6 @@ def expected(ex: examples.Example) -> np.ndarray:
     return np.asarray(ex.model.predict(ex.X), dtype=float).reshape(-1)
 
 
-def runtime_client(url: str, retries: int = 1, pool: int = 10):  # noqa: ANN201 - boto3 client type
-    """The real boto3 sagemaker-runtime client pointed at a harness (no retries unless asked)."""
-    return boto3.session.Session().client(
-        "sagemaker-runtime",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(
-            retries={"total_max_attempts": retries, "mode": "standard"},
-            max_pool_connections=pool,
-            read_timeout=70,
-        ),
-    )
-
-
-def metrics(url: str) -> dict:
-    return parse_exposition(requests.get(url + "/metrics", timeout=10).text)
-
-
-def metric(url: str, name: str, **labels: str) -> float:
-    return sample_sum(metrics(url), name, **labels)
-
-
-@dataclass
-class RunningHarness:
-    url: str
-    proc: subprocess.Popen
-    log_path: Path
-    store: str
-    store_args: list[str]
-
-    def info(self) -> dict:
-        return requests.get(self.url + "/mme-local/models", timeout=10).json()
-
-    def container_models(self) -> list[dict]:
-        """The container's own answer to GET /models (all pages)."""
-        base = self.info()["container"]
-        models, token = [], None
-        while True:
-            params = {"limit": 2, **({"next_page_token": token} if token else {})}
-            data = requests.get(base + "/models", params=params, timeout=10).json()
-            models.extend(data.get("models", []))
-            token = data.get("nextPageToken")
-            if not token:
-                return models
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def container_log(self) -> str:
-        logs = sorted(self.log_path.parent.glob("work-*/container/container.log"))
-        return logs[-1].read_text(errors="replace") if logs else "(no container log)"
-
-
 def cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run the real console script."""
     done = subprocess.run(
@@ -158,52 +104,6 @@ def cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -> su
     if check and done.returncode != 0:
         raise AssertionError(f"mme-local {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
     return done
-
-
-def start_harness(tmp: Path, store: str, *extra: str, store_args: list[str] | None = None) -> RunningHarness:
-    """`mme-local serve` in a subprocess (the real console script), waited for on /ping."""
-    port = free_port()
-    log_path = tmp / f"harness-{port}.log"
-    store_args = store_args or []
-    argv = [
-        MME_LOCAL,
-        "-v",
-        "serve",
-        "--model-store",
-        store,
-        "--port",
-        str(port),
-        "--work-dir",
-        str(tmp / f"work-{port}"),
-        *store_args,
-        *extra,
-    ]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"harness exited {proc.returncode}:\n{log_path.read_text()}")
-        try:
-            if requests.get(url + "/ping", timeout=2).status_code == 200:
-                return RunningHarness(url, proc, log_path, store, store_args)
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    stop_harness(RunningHarness(url, proc, log_path, store, store_args))
-    raise AssertionError(f"harness did not answer /ping:\n{log_path.read_text()}")
-
-
-def stop_harness(h: RunningHarness) -> int:
-    if h.proc.poll() is None:
-        h.proc.send_signal(signal.SIGTERM)
-    try:
-        return h.proc.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(h.proc.pid, signal.SIGKILL)
-        h.proc.wait(10)
-        return -9
 
 
 @pytest.fixture(scope="module")

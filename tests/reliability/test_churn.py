@@ -21,11 +21,11 @@ import pytest
 import requests
 
 from container import examples
+from container.harness.metrics import sample_sum
 from container.harness.packaging import package
 from tests.reliability.util import (
     RunningHarness,
     fmt_counter,
-    metric_sum,
     metrics,
     pct,
     start_harness,
@@ -68,12 +68,12 @@ def test_churn_20000_requests_50_models_10_loaded(tmp_path: Path) -> None:
         fam = metrics(h.url)
     finally:
         status = stop_harness(h)
-    hits = metric_sum(fam, "mme_model_cache_hit_total")
-    misses = metric_sum(fam, "mme_model_cache_miss_total")
-    unloads = metric_sum(fam, "mme_model_unloading_seconds_count")
-    loads = metric_sum(fam, "mme_model_loading_seconds_count")
-    load_s = metric_sum(fam, "mme_model_loading_seconds_sum")
-    unload_s = metric_sum(fam, "mme_model_unloading_seconds_sum")
+    hits = sample_sum(fam, "mme_model_cache_hit_total")
+    misses = sample_sum(fam, "mme_model_cache_miss_total")
+    unloads = sample_sum(fam, "mme_model_unloading_seconds_count")
+    loads = sample_sum(fam, "mme_model_loading_seconds_count")
+    load_s = sample_sum(fam, "mme_model_loading_seconds_sum")
+    unload_s = sample_sum(fam, "mme_model_unloading_seconds_sum")
     lat, lat_hit, lat_miss = result["lat"], result["lat_hit"], result["lat_miss"]
     ranks = Counter(int(c) for c in choices)
     top10 = sum(n for _, n in ranks.most_common(MAX_MODELS)) / TOTAL
