@@ -10,10 +10,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import boto3
 import requests
-from botocore.config import Config
 
+from container.harness import scenario
 from container.harness.container import free_port
 from container.harness.metrics import parse_exposition, sample_sum
 
@@ -120,20 +119,9 @@ def stop_harness(h: RunningHarness) -> int:
 
 
 def runtime_client(url: str, retries: int = 1, pool: int = 10):  # noqa: ANN201 - boto3 client type
-    """The real boto3 sagemaker-runtime client pointed at a harness (no retries unless asked)."""
-    return boto3.session.Session().client(
-        "sagemaker-runtime",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(
-            retries={"total_max_attempts": retries, "mode": "standard"},
-            max_pool_connections=pool,
-            read_timeout=70,
-            connect_timeout=10,
-        ),
-    )
+    """The real boto3 sagemaker-runtime client pointed at a harness (no retries unless asked): the one
+    `mme-local invoke` and `scenario` use."""
+    return scenario.runtime_client(url, max_pool=pool, retries=retries)
 
 
 def metrics(url: str) -> dict:

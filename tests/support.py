@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -124,3 +126,18 @@ def running_serve(tmp: Path, **env: str) -> Iterator[Serve]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def write_tar(
+    path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], pax: dict | None = None
+) -> Path:
+    """A tar.gz of exactly these members (data None: no content, e.g. a link or a device)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT, pax_headers=pax or {}) as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                tar.addfile(info)
+    return path

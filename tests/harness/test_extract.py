@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from container.harness.extract import UnsafeArchiveError, check_member, safe_extract
+from tests.support import write_tar
 
 
 class _Zeros(io.RawIOBase):
@@ -32,17 +33,6 @@ def _info(name: str, kind: bytes = tarfile.REGTYPE, size: int = 0, linkname: str
     info.linkname = linkname
     info.mode = 0o644
     return info
-
-
-def make_archive(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
-    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            else:
-                tar.addfile(info)
-    return path
 
 
 def snapshot(root: Path) -> set[str]:
@@ -99,7 +89,7 @@ def test_crafted_archive_rejected(
     tmp_path: Path, area: tuple[Path, Path], members: list, needle: str
 ) -> None:
     sandbox, target = area
-    archive = make_archive(tmp_path / "evil.tar.gz", members)
+    archive = write_tar(tmp_path / "evil.tar.gz", members)
     before = snapshot(sandbox)
     with pytest.raises(UnsafeArchiveError, match=needle):
         safe_extract(archive, target)
@@ -123,7 +113,7 @@ def test_decompression_bomb_rejected_before_writing(tmp_path: Path, area: tuple[
 
 def test_too_many_members_rejected(tmp_path: Path, area: tuple[Path, Path]) -> None:
     sandbox, target = area
-    archive = make_archive(tmp_path / "many.tar.gz", [(_info(f"f{i}"), b"") for i in range(50)])
+    archive = write_tar(tmp_path / "many.tar.gz", [(_info(f"f{i}"), b"") for i in range(50)])
     with pytest.raises(UnsafeArchiveError, match="more than 20 members"):
         safe_extract(archive, target, max_members=20)
     assert not target.exists()
@@ -140,7 +130,7 @@ def test_not_an_archive(tmp_path: Path, area: tuple[Path, Path]) -> None:
 
 def test_good_archive_extracts_with_code(tmp_path: Path, area: tuple[Path, Path]) -> None:
     sandbox, target = area
-    archive = make_archive(
+    archive = write_tar(
         tmp_path / "ok.tar.gz",
         [
             GOOD,
@@ -166,7 +156,7 @@ def test_existing_target_is_not_overwritten(tmp_path: Path, area: tuple[Path, Pa
     target.mkdir()
     (target / "keep").write_text("x")
     with pytest.raises(FileExistsError):
-        safe_extract(make_archive(tmp_path / "ok.tar.gz", [GOOD]), target)
+        safe_extract(write_tar(tmp_path / "ok.tar.gz", [GOOD]), target)
     assert (target / "keep").read_text() == "x"
 
 
@@ -174,7 +164,7 @@ def test_data_filter_strips_dangerous_modes(tmp_path: Path, area: tuple[Path, Pa
     _, target = area
     info = _info("model.joblib")
     info.mode = 0o4777  # setuid, world-writable
-    safe_extract(make_archive(tmp_path / "mode.tar.gz", [(info, b"x")]), target)
+    safe_extract(write_tar(tmp_path / "mode.tar.gz", [(info, b"x")]), target)
     mode = os.stat(target / "model.joblib").st_mode
     assert not mode & 0o4000 and not mode & 0o002
 

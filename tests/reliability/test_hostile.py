@@ -35,7 +35,7 @@ from tests.reliability.util import (
     start_harness,
     stop_harness,
 )
-from tests.support import Serve, running_serve
+from tests.support import Serve, running_serve, write_tar
 
 pytestmark = pytest.mark.mms
 
@@ -53,20 +53,6 @@ def _info(name: str, kind: bytes = tarfile.REGTYPE, size: int = 0, linkname: str
     if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
         info.devmajor, info.devminor = 1, 3
     return info
-
-
-def write_tar(
-    path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], pax: dict | None = None
-) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT, pax_headers=pax or {}) as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            else:
-                tar.addfile(info)
-    return path
 
 
 def write_bomb(path: Path, size: int, name: str = "model.joblib") -> Path:
