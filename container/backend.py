@@ -110,7 +110,9 @@ class Backend(MXNetModelServiceWorker):
                 os.remove(os.path.join(self.tmp_dir, io_fd + suffix))
             except OSError:
                 pass
-        result, code = self.load_model(load_message)
+        # _load, not load_model: this model is registered and stays so; a failed reload must not send it
+        # to serve's failed-load janitor, which would unregister it. MMS restarts the worker instead.
+        result, code = self._load(load_message)
         if code != 200:
             log.warning("replacement worker could not load the model (%d): %s", code, result)
             return False
