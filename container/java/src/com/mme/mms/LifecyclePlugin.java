@@ -1,8 +1,11 @@
 package com.mme.mms;
 
+import com.amazonaws.ml.mms.archive.ModelNotFoundException;
+import com.amazonaws.ml.mms.util.NettyUtils;
 import com.amazonaws.ml.mms.wlm.Job;
 import com.amazonaws.ml.mms.wlm.Model;
 import com.amazonaws.ml.mms.wlm.ModelManager;
+import io.netty.channel.ChannelHandlerContext;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import java.io.IOException;
 import java.lang.reflect.Field;
@@ -41,6 +44,9 @@ import software.amazon.ai.mms.servingsdk.http.Response;
  * so unloading hundreds of models gave memory back only a minute later. Both pools' keep-alive is
  * shortened (the reaper's needs --add-opens java.base/java.lang, which `serve` passes).
  *
+ * <p>3. MMS's DELETE stops the worker with a request inside it (500 "Worker died."), and a load MMS
+ * cannot exec (a NUL in the name) hangs a minute: see GuardedWorkLoadManager, installed from here.
+ *
  * <p>GET /mme on the management port reports what the plugin did (and proves it is loaded). The
  * fields read by reflection are MMS 1.1.11's; pyproject.toml pins that version.
  */
@@ -57,6 +63,7 @@ public class LifecyclePlugin extends ModelServerEndpoint {
     private static final long DRAIN_FOR_MS = 5000;
     private static volatile long keepAliveSeconds = -1;
     private static volatile long reaperKeepAliveSeconds = -1;
+    private static volatile boolean guarded;
 
     public LifecyclePlugin() {
         // MMS's PluginsManager instantiates plugins once per endpoint type: start one watcher only.
@@ -77,6 +84,12 @@ public class LifecyclePlugin extends ModelServerEndpoint {
                         + keepAliveSeconds
                         + ",\"process_reaper_keep_alive_s\":"
                         + reaperKeepAliveSeconds
+                        + ",\"guarded_workload_manager\":"
+                        + guarded
+                        + ",\"unloads_waited_for_in_flight\":"
+                        + GuardedWorkLoadManager.UNLOADS_WAITED.get()
+                        + ",\"unstartable_loads_refused\":"
+                        + GuardedWorkLoadManager.LOADS_REFUSED.get()
                         + "}";
         rsp.getOutputStream().write(body.getBytes(StandardCharsets.UTF_8));
     }
@@ -88,6 +101,12 @@ public class LifecyclePlugin extends ModelServerEndpoint {
                 Thread.sleep(POLL_MS); // plugins load before MMS initialises its ModelManager
             }
             shortenKeepAlive(manager);
+            try {
+                GuardedWorkLoadManager.install(manager, LifecyclePlugin::answerQueuedOrLog);
+                guarded = true;
+            } catch (ReflectiveOperationException | RuntimeException e) {
+                logger.error("MMS's own WorkLoadManager stays in place", e);
+            }
             Map<String, Model> known = new HashMap<>();
             Map<Model, Long> gone = new HashMap<>();
             while (true) {
@@ -142,6 +161,14 @@ public class LifecyclePlugin extends ModelServerEndpoint {
         }
     }
 
+    private static void answerQueuedOrLog(Model model) {
+        try {
+            answerQueued(model);
+        } catch (ReflectiveOperationException e) {
+            logger.warn("cannot answer requests queued for {}: {}", model.getModelName(), e.toString());
+        }
+    }
+
     @SuppressWarnings("unchecked")
     private static void answerQueued(Model model) throws ReflectiveOperationException {
         Map<String, ? extends BlockingDeque<Job>> queues =
@@ -150,10 +177,16 @@ public class LifecyclePlugin extends ModelServerEndpoint {
         for (BlockingDeque<Job> queue : queues.values()) {
             queue.drainTo(jobs);
         }
+        String message =
+                "Model \"" + model.getModelName() + "\" was unloaded before this request ran";
         for (Job job : jobs) {
-            job.sendError(
-                    HttpResponseStatus.NOT_FOUND,
-                    "Model \"" + model.getModelName() + "\" was unloaded before this request ran");
+            // Job.sendError would name the error InternalServerException; say what it is, as MMS's
+            // own 404 for an unknown model does.
+            ChannelHandlerContext ctx = (ChannelHandlerContext) field(job, "ctx");
+            if (ctx != null) {
+                NettyUtils.sendError(
+                        ctx, HttpResponseStatus.NOT_FOUND, new ModelNotFoundException(message));
+            }
             ANSWERED.incrementAndGet();
         }
         if (!jobs.isEmpty()) {
