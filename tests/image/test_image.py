@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,10 +55,12 @@ def test_ping_answers_quickly(container: Container) -> None:
 
 
 def test_mms_plugin_is_loaded(container: Container) -> None:
-    """The image carries our MMS plugin (container/java): 404 for requests queued for an unloaded model."""
+    """The image carries our MMS plugin (container/java): 404 for requests queued for an unloaded model, the
+    in-worker request finishes on unload, unstartable loads get 400."""
     r = requests.get(f"{container.url}/mme", timeout=5)
     assert r.status_code == 200, r.text
     assert r.json()["worker_pool_keep_alive_s"] == 2 and r.json()["process_reaper_keep_alive_s"] == 2, r.text
+    assert r.json()["guarded_workload_manager"] is True, r.text
 
 
 def test_labels_declare_mme_capabilities(image: str) -> None:
@@ -240,6 +244,29 @@ def test_load_of_a_missing_path_is_404(container: Container) -> None:
     assert r.status_code == 404, r.text
     names = [m["modelName"] for m in requests.get(f"{container.url}/models", timeout=10).json()["models"]]
     assert "nothing-there" not in names
+
+
+def test_load_of_a_directory_the_server_cannot_read_is_400_at_once(
+    container: Container, model_root: Path, examples
+) -> None:
+    """A model directory uid 1000 cannot enter: MMS alone held the load a minute, answered 500 and left the
+    name registered without workers; our plugin refuses it at once."""
+    from container.examples import write_model_dir
+
+    locked = write_model_dir(examples["iris_logreg"], model_root, "locked-by-root")
+    locked.chmod(0o700)  # owned by the host's root, so the container's user may not enter it
+    try:
+        t0 = time.monotonic()
+        r = load(container, "locked", f"{MODELS_MOUNT}/locked-by-root")
+        took = time.monotonic() - t0
+    finally:
+        shutil.rmtree(locked)
+    assert r.status_code == 400 and "can read" in r.json()["message"], (r.status_code, r.text)
+    assert took < 10, took
+    names = [m["modelName"] for m in requests.get(f"{container.url}/models", timeout=10).json()["models"]]
+    assert "locked" not in names
+    assert load(container, "after-locked", f"{MODELS_MOUNT}/iris_logreg").status_code == 200
+    requests.delete(f"{container.url}/models/after-locked", timeout=60)
 
 
 def test_invoke_of_a_model_not_loaded_is_404(container: Container) -> None:
