@@ -28,6 +28,7 @@ from pathlib import Path
 
 import mms
 
+from container import failed_load
 from container.procutil import die_with_parent, kill_group
 from container.settings import ServeSettings, SettingsError
 
@@ -156,7 +157,7 @@ class FailedLoadJanitor(threading.Thread):
                 continue
             # Logged here too: MMS forwards a worker's output through reader threads that it stops as
             # soon as the load fails, and under load the worker's own line can be lost on the way.
-            log(f"model {name!r} failed to load ({status}): {reason}")
+            log(failed_load.format_line(name, status, reason))
             self.unregister(name)
 
     def _call(self, method: str, name: str) -> tuple[int, bytes]:
