@@ -18,11 +18,12 @@ from typing import IO, Protocol
 
 import requests
 
-from container import ports
+from container import failed_load, ports
 
 PORT_RANGE = ports.PORT_RANGE
 CONTAINER_MODELS_DIR = "/opt/ml/models"
 REPO_SERVE = Path(__file__).resolve().parents[1] / "serve"
+LOAD_FAILURE_WAIT_S = 0.5  # how long a failed load's log line may trail the container's answer
 
 
 class RuntimeStartError(RuntimeError):
@@ -49,6 +50,10 @@ class ContainerRuntime(Protocol):
     def model_url(self, local_dir: Path) -> str: ...
 
     def describe(self) -> str: ...
+
+    def log_offset(self) -> int: ...
+
+    def load_failure(self, name: str, since: int) -> str | None: ...
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -100,6 +105,28 @@ class _Subprocess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def log_offset(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def load_failure(self, name: str, since: int) -> str | None:
+        """Why `serve` says a load of `name` failed, from its log after byte `since`. The line is written
+        as the container answers the load, so it may trail the answer by a moment."""
+        deadline = time.monotonic() + LOAD_FAILURE_WAIT_S
+        while True:
+            try:
+                with open(self.log_path, "rb") as f:
+                    f.seek(since)
+                    text = f.read().decode("utf-8", "replace")
+            except OSError:
+                return None
+            reason = failed_load.find_reason(text, name)
+            if reason is not None or time.monotonic() > deadline:
+                return reason
+            time.sleep(0.05)
 
     def _terminate(self, timeout: float) -> None:
         proc = self.proc
@@ -328,3 +355,9 @@ class ExternalRuntime:
 
     def describe(self) -> str:
         return f"external container at {self.base_url}"
+
+    def log_offset(self) -> int:
+        return 0
+
+    def load_failure(self, name: str, since: int) -> str | None:
+        return None  # its log is not ours to read
