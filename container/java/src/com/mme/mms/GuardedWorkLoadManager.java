@@ -168,9 +168,12 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
     private boolean anyBusy(Model model) throws ReflectiveOperationException {
         for (WorkerThread worker : getWorkers(model.getModelName())) {
             // WorkerThread.req holds the request sent to the backend until its reply is answered; a
-            // thread that died keeps its last one, but has no currentThread any more.
+            // thread that died keeps its last one, but has no currentThread any more. MMS unregisters
+            // a model whose load failed from that load's own worker thread: it is not waiting on itself.
             Object running = ((AtomicReference<?>) read(worker, "currentThread")).get();
-            if (running != null && read(worker, "req") != null) {
+            if (running != null
+                    && running != Thread.currentThread()
+                    && read(worker, "req") != null) {
                 return true;
             }
         }
