@@ -16,7 +16,6 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
-import java.util.function.Consumer;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -40,17 +39,12 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
     static final AtomicLong UNLOADS_WAITED = new AtomicLong();
     static final AtomicLong LOADS_REFUSED = new AtomicLong();
 
-    private final Consumer<Model> answerQueued;
-
-    private GuardedWorkLoadManager(
-            ConfigManager configManager, EventLoopGroup backendGroup, Consumer<Model> answerQueued) {
+    private GuardedWorkLoadManager(ConfigManager configManager, EventLoopGroup backendGroup) {
         super(configManager, backendGroup);
-        this.answerQueued = answerQueued;
     }
 
     /** Replaces the ModelManager's WorkLoadManager by a guarded one over the same workers and pools. */
-    static void install(ModelManager manager, Consumer<Model> answerQueued)
-            throws ReflectiveOperationException {
+    static void install(ModelManager manager) throws ReflectiveOperationException {
         Field wlmField = ModelManager.class.getDeclaredField("wlm");
         wlmField.setAccessible(true);
         WorkLoadManager original = (WorkLoadManager) wlmField.get(manager);
@@ -60,8 +54,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
         GuardedWorkLoadManager guarded =
                 new GuardedWorkLoadManager(
                         (ConfigManager) read(original, "configManager"),
-                        (EventLoopGroup) read(original, "backendGroup"),
-                        answerQueued);
+                        (EventLoopGroup) read(original, "backendGroup"));
         // Share every field (workers map, thread pool, port and thread counters) with the original.
         for (Field f : WorkLoadManager.class.getDeclaredFields()) {
             if (!Modifier.isStatic(f.getModifiers())) {
@@ -75,10 +68,13 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
 
     @Override
     public CompletableFuture<HttpResponseStatus> modelChanged(Model model) {
-        if (model.getMaxWorkers() == 0 && !isRegistered(model)) {
-            finishInFlight(model);
+        if (model.getMaxWorkers() != 0 || isRegistered(model)) {
+            return super.modelChanged(model); // a load or a scale, not an unregister
         }
-        return super.modelChanged(model);
+        finishInFlight(model);
+        CompletableFuture<HttpResponseStatus> stopped = super.modelChanged(model);
+        LifecyclePlugin.unloaded(model);
+        return stopped;
     }
 
     @Override
@@ -138,7 +134,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
         boolean waited = false;
         try {
             while (true) {
-                answerQueued.accept(model);
+                LifecyclePlugin.answerQueuedOrLog(model);
                 if (!anyBusy(model)) {
                     break;
                 }

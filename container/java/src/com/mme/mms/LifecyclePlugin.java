@@ -11,11 +11,11 @@ import java.io.IOException;
 import java.lang.reflect.Field;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
-import java.util.HashMap;
 import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.BlockingDeque;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentMap;
 import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
@@ -35,9 +35,9 @@ import software.amazon.ai.mms.servingsdk.http.Response;
  * instantiates every ModelServerEndpoint on its class path at startup).
  *
  * <p>1. MMS drops a model's job queue on DELETE without answering it: requests queued for the model
- * (and the one in its worker, which MMS puts back in the queue) hang until the client gives up. A
- * watcher keeps each registered Model and, once it is no longer registered, answers whatever is left
- * in its queues with 404 for a few seconds (MMS may re-queue the in-worker request a little later).
+ * hang until the client gives up. They are answered 404 when the model is unregistered (see
+ * GuardedWorkLoadManager), and a watcher keeps answering whatever lands in the queue afterwards for a
+ * few seconds.
  *
  * <p>2. MMS's worker threads come from a cached pool that keeps idle threads for 60 s, about six
  * per model, and so does Java's "process reaper" pool (one thread per launcher process MMS started),
@@ -46,6 +46,7 @@ import software.amazon.ai.mms.servingsdk.http.Response;
  *
  * <p>3. MMS's DELETE stops the worker with a request inside it (500 "Worker died."), and a load MMS
  * cannot exec (a NUL in the name) hangs a minute: see GuardedWorkLoadManager, installed from here.
+ * Without it (it logs why), queued requests of an unloaded model are not answered.
  *
  * <p>GET /mme on the management port reports what the plugin did (and proves it is loaded). The
  * fields read by reflection are MMS 1.1.11's; pyproject.toml pins that version.
@@ -64,6 +65,8 @@ public class LifecyclePlugin extends ModelServerEndpoint {
     private static volatile long keepAliveSeconds = -1;
     private static volatile long reaperKeepAliveSeconds = -1;
     private static volatile boolean guarded;
+    /** Models unregistered lately, and until when their queues are still answered (see unloaded). */
+    private static final Map<Model, Long> UNLOADED = new ConcurrentHashMap<>();
 
     public LifecyclePlugin() {
         // MMS's PluginsManager instantiates plugins once per endpoint type: start one watcher only.
@@ -102,29 +105,19 @@ public class LifecyclePlugin extends ModelServerEndpoint {
             }
             shortenKeepAlive(manager);
             try {
-                GuardedWorkLoadManager.install(manager, LifecyclePlugin::answerQueuedOrLog);
+                GuardedWorkLoadManager.install(manager);
                 guarded = true;
             } catch (ReflectiveOperationException | RuntimeException e) {
                 logger.error("MMS's own WorkLoadManager stays in place", e);
             }
-            Map<String, Model> known = new HashMap<>();
-            Map<Model, Long> gone = new HashMap<>();
             while (true) {
-                Map<String, Model> live = manager.getModels();
-                for (Iterator<Map.Entry<String, Model>> it = known.entrySet().iterator();
-                        it.hasNext(); ) {
-                    Map.Entry<String, Model> e = it.next();
-                    if (live.get(e.getKey()) != e.getValue()) {
-                        gone.put(e.getValue(), System.currentTimeMillis() + DRAIN_FOR_MS);
-                        it.remove();
-                    }
-                }
-                known.putAll(live);
                 long now = System.currentTimeMillis();
-                for (Iterator<Map.Entry<Model, Long>> it = gone.entrySet().iterator();
+                for (Iterator<Map.Entry<Model, Long>> it = UNLOADED.entrySet().iterator();
                         it.hasNext(); ) {
                     Map.Entry<Model, Long> e = it.next();
-                    answerQueued(e.getKey());
+                    if (manager.getModels().get(e.getKey().getModelName()) != e.getKey()) {
+                        answerQueued(e.getKey());
+                    }
                     if (now > e.getValue()) {
                         it.remove();
                     }
@@ -161,7 +154,16 @@ public class LifecyclePlugin extends ModelServerEndpoint {
         }
     }
 
-    private static void answerQueuedOrLog(Model model) {
+    /**
+     * Called by GuardedWorkLoadManager once MMS has stopped an unregistered model's workers: MMS may
+     * still put a request back in the model's queue (a worker's last batch, a request that found the
+     * model just before it went), so the watcher keeps answering the queue for a few seconds.
+     */
+    static void unloaded(Model model) {
+        UNLOADED.put(model, System.currentTimeMillis() + DRAIN_FOR_MS);
+    }
+
+    static void answerQueuedOrLog(Model model) {
         try {
             answerQueued(model);
         } catch (ReflectiveOperationException e) {
