@@ -25,12 +25,6 @@ from container.procutil import die_with_parent
 REPO = Path(__file__).resolve().parent.parent
 SERVE = REPO / "container" / "serve"
 VENV_BIN = Path(sys.executable).parent
-MAX_MMS_PORT = 32767  # MMS's Java front rejects higher ports ("Invalid port number")
-
-
-def free_port(lo: int = 20000, hi: int = MAX_MMS_PORT) -> int:
-    """A loopback port that is free now and below MMS's limit (so port 0 won't do)."""
-    return ports.free_port("127.0.0.1", lo, hi)
 
 
 def vanilla_properties(port: int) -> str:
@@ -60,7 +54,7 @@ class Server:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = ports.free_port()  # below MMS's port limit, so port 0 won't do
         self.proc: subprocess.Popen | None = None
         self.seen: dict[int, psutil.Process] = {}
         self.startup_s = 0.0
