@@ -116,13 +116,14 @@ def _java_cmd(s: ServeSettings, run: Path, python: Path) -> list[str]:
 
 
 def _plugin_jar() -> list[str]:
-    """Our MMS plugin (container/java): answers requests queued for an unloaded model with 404 and lets
-    MMS's idle worker threads go after 2 s instead of 60. Built by scripts/setup.sh and the Dockerfile."""
+    """Our MMS plugin (container/java): on unload, lets the request in the worker finish and answers the
+    queued ones 404; refuses loads MMS cannot start with 400; lets MMS's idle worker threads go after 2 s
+    instead of 60. Built by scripts/setup.sh and the Dockerfile."""
     jar = Path(__file__).resolve().parent / "java" / "build" / PLUGIN_JAR
     if jar.is_file():
         return [str(jar)]
-    log(f"WARNING: {jar} is missing (run scripts/setup.sh): requests queued for a model when it is "
-        "unloaded will not be answered, and unloaded models' threads linger 60 s")
+    log(f"WARNING: {jar} is missing (run scripts/setup.sh): unloads will fail the request in the worker "
+        "and leave queued ones unanswered, and unloaded models' threads linger 60 s")
     return []
 
 

@@ -34,7 +34,7 @@ if [ ! -x container/bin/mme-launcher ] || [ container/launcher.c -nt container/b
         echo "[setup] no C compiler: models will use the Python launcher (more memory per model)"
     fi
 fi
-# The MMS plugin (container/java): 404 for requests queued for an unloaded model, short-lived idle threads.
+# The MMS plugin (container/java): clean unloads and refused unstartable loads, short-lived idle threads.
 plugin=container/java/build/mme-mms-plugin.jar
 mms_jar=$(.venv/bin/python -c 'import mms, pathlib; print(pathlib.Path(mms.__file__).parent / "frontend" / "model-server.jar")')
 if [ ! -f "$plugin" ] || [ -n "$(find container/java/src "$mms_jar" -newer "$plugin" -print -quit)" ]; then
