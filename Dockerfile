@@ -38,9 +38,9 @@ RUN set -eu; \
     /opt/venv/bin/python -m pip uninstall -y -q pip; \
     site=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
     find "$site/numpy" "$site/scipy" "$site/sklearn" -depth -type d -name tests -exec rm -rf {} +; \
-    /opt/venv/bin/python -c 'import numpy, scipy.sparse, scipy.special, sklearn.ensemble, sklearn.pipeline, sagemaker_inference, mms, skops.io, joblib, psutil'; \
+    /opt/venv/bin/python -c 'import numpy, scipy.sparse, scipy.special, sklearn.ensemble, sklearn.pipeline, mms, skops.io, joblib, psutil'; \
     rm -rf /tmp/build /root/.cache
-# pip is removed (nothing installs at run time); setuptools stays (sagemaker_inference imports pkg_resources).
+# pip is removed (nothing installs at run time).
 # The test suites of numpy, scipy and scikit-learn (~65 MB) are not needed to serve.
 
 # ---------------------------------------------------------------------------------------------------------
@@ -84,7 +84,15 @@ COPY container/java /tmp/java
 RUN /tmp/java/build.sh /tmp/model-server.jar /opt/mme-mms-plugin.jar
 
 # ---------------------------------------------------------------------------------------------------------
-# Stage 5: the runtime image: Debian's python3 (no -venv, no pip), the jlinked Java 17, tini; no compilers.
+# Stage 5: the serving code under its import namespace, without the Java and C sources compiled above.
+FROM ${BASE_IMAGE} AS code
+COPY handler /opt/program/sklearn_mme/handler
+COPY container /opt/program/sklearn_mme/container
+RUN rm -rf /opt/program/sklearn_mme/container/java /opt/program/sklearn_mme/container/launcher.c \
+        /opt/program/sklearn_mme/container/build_native.sh /opt/program/sklearn_mme/container/lib
+
+# ---------------------------------------------------------------------------------------------------------
+# Stage 6: the runtime image: Debian's python3 (no -venv, no pip), the jlinked Java 17, tini; no compilers.
 FROM ${BASE_IMAGE}
 ARG BUILD_CA_CERT=""
 ENV DEBIAN_FRONTEND=noninteractive
@@ -108,31 +116,33 @@ COPY --from=jre /opt/java /opt/java
 COPY --from=venv /opt/venv /opt/venv
 
 # The code last: a code change rebuilds only the layers below. Root-owned and read-only for the server user.
-COPY handler /opt/program/handler
-COPY container /opt/program/container
-COPY --from=launcher /opt/mme-launcher /opt/program/container/bin/mme-launcher
-COPY --from=plugin /opt/mme-mms-plugin.jar /opt/program/container/java/build/mme-mms-plugin.jar
+# Serving code only, under its import namespace (sklearn_mme.handler, sklearn_mme.container): the build
+# context carries no harness, bench or tests (.dockerignore), and the Java and C sources stay in the stages
+# that compile them.
+COPY --from=code /opt/program/sklearn_mme /opt/program/sklearn_mme
+COPY --from=launcher /opt/mme-launcher /opt/program/sklearn_mme/container/lib/mme-launcher
+COPY --from=plugin /opt/mme-mms-plugin.jar /opt/program/sklearn_mme/container/lib/mme-mms-plugin.jar
 # The entry point: SageMaker runs `docker run IMAGE serve`; `serve` execs container/serve (so tini's signals
 # reach it directly), anything else runs as a command (`docker run IMAGE python3 -c ...`).
 # Imports resolve to /opt/program via a .pth file: one copy of the code, next to container/serve and its data
-# files (container/etc), byte-compiled here since the server user cannot write __pycache__ there.
+# files (container/etc, container/lib), byte-compiled here since the server user cannot write __pycache__ there.
 RUN set -eu; \
     printf '%s\n' \
         '#!/bin/sh' \
         '# SageMaker runs `docker run IMAGE serve`; other arguments run as a command.' \
         'set -e' \
         'if [ "$#" -eq 0 ]; then set -- serve; fi' \
-        'if [ "$1" = serve ]; then shift; exec /opt/program/container/serve "$@"; fi' \
+        'if [ "$1" = serve ]; then shift; exec /opt/program/sklearn_mme/container/serve "$@"; fi' \
         'exec "$@"' > /opt/program/entrypoint.sh; \
     site=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
     echo /opt/program > "$site/sklearn_mme.pth"; \
     find /opt/program -name __pycache__ -prune -exec rm -rf {} +; \
-    /opt/venv/bin/python -m compileall -q /opt/program/handler /opt/program/container; \
+    /opt/venv/bin/python -m compileall -q /opt/program/sklearn_mme; \
     chown -R root:root /opt/program; \
     chmod -R a+rX,go-w /opt/program; \
     chmod 0755 /opt/program/entrypoint.sh; \
-    if [ -f /opt/program/container/serve ]; then chmod 0755 /opt/program/container/serve; fi; \
-    cd /home/model-server && /opt/venv/bin/python -c 'import handler, container; print("code at", container.__file__)'
+    chmod 0755 /opt/program/sklearn_mme/container/serve; \
+    cd /home/model-server && /opt/venv/bin/python -c 'import sklearn_mme.container.server as s; print("code at", s.__file__)'
 
 LABEL com.amazonaws.sagemaker.capabilities.multi-models=true \
       com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true \

@@ -6,9 +6,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from sklearn_mme.container.examples import small_model, write_model_dir
 from tqdm import tqdm
-
-from container.examples import small_model, write_model_dir
 
 # The seed-style user script a customer ships for the stock toolkit (the vanilla reference only).
 INFERENCE_PY = '''\

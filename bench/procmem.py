@@ -53,12 +53,13 @@ def _role(proc: psutil.Process, parent_role: str | None) -> str:
         return "server"  # container/serve's python, or the multi-model-server launcher
     if "java" in _name(proc):
         return "java"
-    if parent_role == "server" and "container.zygote" in cmd:
+    if parent_role == "server" and "sklearn_mme.container.zygote" in cmd:
         return "zygote"
     if parent_role == "java":
         # Ours: a tiny stand-in (C, or stdlib-only python) that asks the zygote for a worker;
         # vanilla and ours-fresh: a fresh python backend server per model.
-        return "launcher" if "python-launcher" in cmd and "container.backend" not in cmd else "backend"
+        fresh = "sklearn_mme.container.backend" in cmd
+        return "launcher" if "python-launcher" in cmd and not fresh else "backend"
     if parent_role in ("zygote", "backend"):
         # The process that holds a model and predicts: ours forks it from the warm zygote; MMS's
         # backend forks it from a fresh interpreter (default_workers_per_model=1).

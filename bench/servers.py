@@ -17,10 +17,10 @@ from importlib import resources
 from pathlib import Path
 
 import psutil
+from sklearn_mme.container import ports
+from sklearn_mme.container.procutil import die_with_parent
 
 from bench import procmem
-from container import ports
-from container.procutil import die_with_parent
 
 REPO = Path(__file__).resolve().parent.parent
 SERVE = REPO / "container" / "serve"

@@ -23,10 +23,9 @@ from mms.arg_parser import ArgParser
 from mms.model_service_worker import MXNetModelServiceWorker
 from mms.protocol.otf_message_handler import create_load_model_response, retrieve_msg
 from mms.service import emit_metrics
-
-from container.procutil import die_with_parent
-from container.worker_state import WorkerState
-from handler.errors import InferenceError
+from sklearn_mme.container.procutil import die_with_parent
+from sklearn_mme.container.worker_state import WorkerState
+from sklearn_mme.handler.errors import InferenceError
 
 log = logging.getLogger("mme.backend")
 DRAIN_IDLE_S = 0.3

@@ -10,11 +10,10 @@ import logging
 import os
 
 import psutil
-
-from container.ledger import MemoryLedger
-from handler.cache import ModelCache, ModelTooLarge, measure_bytes
-from handler.errors import BadRequest, InferenceError, InsufficientMemory, error_body, to_error
-from handler.service import ModelService
+from sklearn_mme.container.ledger import MemoryLedger
+from sklearn_mme.handler.cache import ModelCache, ModelTooLarge, measure_bytes
+from sklearn_mme.handler.errors import BadRequest, InferenceError, InsufficientMemory, error_body, to_error
+from sklearn_mme.handler.service import ModelService
 
 log = logging.getLogger("mme.entry")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import socket
 
-from container.settings import MAX_MMS_PORT
+from sklearn_mme.container.settings import MAX_MMS_PORT
 
 PORT_RANGE = (20000, MAX_MMS_PORT)
 

@@ -27,14 +27,14 @@ from importlib import resources
 from pathlib import Path
 
 import mms
-
-from container import failed_load
-from container.procutil import die_with_parent, kill_group
-from container.settings import ServeSettings, SettingsError
+from sklearn_mme.container import failed_load
+from sklearn_mme.container.procutil import die_with_parent, kill_group
+from sklearn_mme.container.settings import ServeSettings, SettingsError
 
 STOP_GRACE_S = 5.0
 DRAIN_S = 20.0  # SageMaker waits 30 s after SIGTERM; leave room for MMS to stop
 PLUGIN_JAR = "mme-mms-plugin.jar"
+LIB = Path(__file__).resolve().parent / "lib"  # compiled by container/build_native.sh
 # G1 with a periodic full GC when idle, so the heap shrinks back after a burst of loads or traffic
 # (Serial GC kept ~+16% after unloading everything, this ~+8%); a small initial heap; C1 only (less
 # code cache); unpooled Netty buffers, whose pools otherwise keep what a burst allocated; and a periodic
@@ -75,7 +75,7 @@ def mms_properties(s: ServeSettings, tmp: Path) -> str:
 def native_launcher() -> Path | None:
     """The compiled launcher (scripts/setup.sh and the Dockerfile build it), if there is one."""
     explicit = os.environ.get("MME_LAUNCHER_BIN")
-    path = Path(explicit) if explicit else Path(__file__).resolve().parent / "bin" / "mme-launcher"
+    path = Path(explicit) if explicit else LIB / "mme-launcher"
     return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
@@ -84,14 +84,14 @@ def _launcher(run: Path, s: ServeSettings) -> Path:
     path = run / "python-launcher"
     native = native_launcher() if s.launcher in ("auto", "c") else None
     if s.backend == "vanilla":
-        path.write_text(f'#!/bin/sh\nshift\nexec "{sys.executable}" -m container.backend "$@"\n')
+        path.write_text(f'#!/bin/sh\nshift\nexec "{sys.executable}" -m sklearn_mme.container.backend "$@"\n')
     elif native is not None:
         shutil.copy(native, path)
         (run / "python-launcher.conf").write_text(f"{sys.executable}\n{run / 'zygote.sock'}\n")
     elif s.launcher == "c":
         raise SettingsError("MME_LAUNCHER=c but no compiled launcher was found (run scripts/setup.sh)")
     else:
-        source = resources.files("container").joinpath("launcher.py").read_text()
+        source = resources.files("sklearn_mme.container").joinpath("launcher.py").read_text()
         # -I -S: no site-packages, no PYTHON* env: starts in ~10 ms with only the stdlib it needs.
         path.write_text(f"#!{sys.executable} -IS\n{source}")
     path.chmod(0o755)
@@ -104,7 +104,7 @@ def _java_cmd(s: ServeSettings, run: Path, python: Path) -> list[str]:
     if shutil.which(java) is None:
         raise SettingsError("java not found: install a Java 17 runtime (openjdk-17-jre-headless)")
     mms_home = Path(mms.__file__).resolve().parent.parent
-    log4j = resources.files("container").joinpath("etc/log4j2.xml")
+    log4j = resources.files("sklearn_mme.container").joinpath("etc/log4j2.xml")
     classpath = ":".join([".", f"{mms_home / 'mms' / 'frontend'}/*", *_plugin_jar()])
     return [
         java, f"-Dmodel_server_home={mms_home}", f"-Dlog4j.configurationFile=file://{log4j}",
@@ -119,7 +119,7 @@ def _plugin_jar() -> list[str]:
     """Our MMS plugin (container/java): on unload, lets the request in the worker finish and answers the
     queued ones 404; refuses loads MMS cannot start with 400; lets MMS's idle worker threads go after 2 s
     instead of 60. Built by scripts/setup.sh and the Dockerfile."""
-    jar = Path(__file__).resolve().parent / "java" / "build" / PLUGIN_JAR
+    jar = LIB / PLUGIN_JAR
     if jar.is_file():
         return [str(jar)]
     log(f"WARNING: {jar} is missing (run scripts/setup.sh): unloads will fail the request in the worker "
@@ -221,7 +221,7 @@ class Server:
     def start_zygote(self) -> None:
         sock = self.run / "zygote.sock"
         self.zygote = subprocess.Popen(
-            [sys.executable, "-m", "container.zygote", "--socket", str(sock)],
+            [sys.executable, "-m", "sklearn_mme.container.zygote", "--socket", str(sock)],
             env=self.env(), preexec_fn=lambda: die_with_parent(signal.SIGTERM),
         )
         deadline = time.monotonic() + self.s.startup_timeout_s

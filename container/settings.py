@@ -84,6 +84,6 @@ class ServeSettings:
             backend=backend,
             memory_budget_bytes=parse_size(budget) if budget else None,
             startup_timeout_s=_int(env, "SAGEMAKER_STARTUP_TIMEOUT", 120, 1, 3600),
-            handler=env.get("MME_HANDLER", "container.mms_entry:handle"),
+            handler=env.get("MME_HANDLER", "sklearn_mme.container.mms_entry:handle"),
             launcher=launcher,
         )

@@ -40,10 +40,9 @@ import time
 from dataclasses import dataclass, field
 
 from mms.protocol.otf_message_handler import create_predict_response
-
-from container.oom import oom_kill_count
-from container.procutil import become_subreaper, die_with_parent
-from container.worker_state import WorkerState
+from sklearn_mme.container.oom import oom_kill_count
+from sklearn_mme.container.procutil import become_subreaper, die_with_parent
+from sklearn_mme.container.worker_state import WorkerState
 
 log = logging.getLogger("mme.zygote")
 MAX_REQUEST = 1 << 20
@@ -72,11 +71,10 @@ def preload() -> None:
     import sklearn.preprocessing  # noqa: F401
     import sklearn.svm  # noqa: F401
     import sklearn.tree  # noqa: F401
-
-    import container.backend  # noqa: F401
+    import sklearn_mme.container.backend  # noqa: F401
 
     # The configured MMS handler module (ours by default); a path-style handler is imported per model.
-    module = os.environ.get("MME_HANDLER", "container.mms_entry:handle").split(":", 1)[0]
+    module = os.environ.get("MME_HANDLER", "sklearn_mme.container.mms_entry:handle").split(":", 1)[0]
     if "/" not in module:
         importlib.import_module(module)
     _warm_up()
@@ -84,8 +82,8 @@ def preload() -> None:
 
 def _warm_up() -> None:
     """Run one real load and one predict per codec, so lazy imports and caches are filled pre-fork."""
-    from container import examples
-    from handler.service import ModelService
+    from sklearn_mme.container import examples
+    from sklearn_mme.handler.service import ModelService
 
     with tempfile.TemporaryDirectory(prefix="mme-warm-") as tmp:
         model_dir = examples.write_model_dir(examples.small_model(0), tmp, "warm")
@@ -120,7 +118,7 @@ def limit_worker_memory(size: str) -> None:
     MemoryError (answered 507) instead of drawing the kernel's OOM killer onto the container."""
     if not size.strip():
         return
-    from container.settings import parse_size
+    from sklearn_mme.container.settings import parse_size
 
     with open("/proc/self/status") as status:
         vm_data_kb = next(int(line.split()[1]) for line in status if line.startswith("VmData:"))
@@ -396,7 +394,7 @@ class Zygote:
             extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
             sys.path[1:1] = extra
             limit_worker_memory(os.environ.get("MME_WORKER_MEMORY_LIMIT", ""))
-            from container.backend import serve_connection
+            from sklearn_mme.container.backend import serve_connection
 
             code = serve_connection(client, slot.args, state, reload)
         except SystemExit as exc:

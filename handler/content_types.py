@@ -5,7 +5,7 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass, field
 
-from handler.errors import BadRequest, NotAcceptable, UnsupportedMediaType
+from sklearn_mme.handler.errors import BadRequest, NotAcceptable, UnsupportedMediaType
 
 CSV = "text/csv"
 JSON = "application/json"

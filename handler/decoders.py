@@ -8,9 +8,16 @@ import json
 import math
 
 import numpy as np
-
-from handler.content_types import CSV, JSON, JSONLINES, NPY, SUPPORTED_CONTENT_TYPES, MediaType, decode_text
-from handler.errors import BadRequest, UnsupportedMediaType
+from sklearn_mme.handler.content_types import (
+    CSV,
+    JSON,
+    JSONLINES,
+    NPY,
+    SUPPORTED_CONTENT_TYPES,
+    MediaType,
+    decode_text,
+)
+from sklearn_mme.handler.errors import BadRequest, UnsupportedMediaType
 
 
 def decode(body: bytes | str, media: MediaType) -> np.ndarray:

@@ -9,13 +9,12 @@ import os
 from pathlib import Path
 
 import numpy as np
-
-from handler.content_types import negotiate, parse_media_type
-from handler.decoders import decode
-from handler.encoders import encode
-from handler.errors import BadRequest, InferenceError, UserCodeError, one_line
-from handler.model_loader import find_model_file, load_model_file, verify_sha256
-from handler.settings import get_settings
+from sklearn_mme.handler.content_types import negotiate, parse_media_type
+from sklearn_mme.handler.decoders import decode
+from sklearn_mme.handler.encoders import encode
+from sklearn_mme.handler.errors import BadRequest, InferenceError, UserCodeError, one_line
+from sklearn_mme.handler.model_loader import find_model_file, load_model_file, verify_sha256
+from sklearn_mme.handler.settings import get_settings
 
 
 def model_fn(model_dir: str | os.PathLike) -> object:

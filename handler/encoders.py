@@ -12,9 +12,8 @@ import json
 import math
 
 import numpy as np
-
-from handler.content_types import CSV, JSON, JSONLINES, NPY, SUPPORTED_ACCEPT
-from handler.errors import InferenceError, NotAcceptable
+from sklearn_mme.handler.content_types import CSV, JSON, JSONLINES, NPY, SUPPORTED_ACCEPT
+from sklearn_mme.handler.errors import InferenceError, NotAcceptable
 
 
 def encode(prediction: object, content_type: str) -> bytes:

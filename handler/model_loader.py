@@ -16,7 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
-from handler.errors import InferenceError, InsufficientMemory, ModelLoadError, ModelNotFound, one_line
+from sklearn_mme.handler.errors import (
+    InferenceError,
+    InsufficientMemory,
+    ModelLoadError,
+    ModelNotFound,
+    one_line,
+)
 
 logger = logging.getLogger(__name__)
 

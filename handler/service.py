@@ -8,9 +8,9 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
-from handler import defaults
-from handler.content_types import TEXT_TYPES, decode_text, negotiate, parse_media_type
-from handler.errors import (
+from sklearn_mme.handler import defaults
+from sklearn_mme.handler.content_types import TEXT_TYPES, decode_text, negotiate, parse_media_type
+from sklearn_mme.handler.errors import (
     InferenceError,
     InsufficientMemory,
     ModelLoadError,
@@ -21,8 +21,8 @@ from handler.errors import (
     one_line,
     to_error,
 )
-from handler.model_loader import UserCode
-from handler.settings import Settings, get_settings
+from sklearn_mme.handler.model_loader import UserCode
+from sklearn_mme.handler.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from handler.content_types import DEFAULT_CONTENT_TYPE, SUPPORTED_ACCEPT, SUPPORTED_CONTENT_TYPES, canonical
+from sklearn_mme.handler.content_types import (
+    DEFAULT_CONTENT_TYPE,
+    SUPPORTED_ACCEPT,
+    SUPPORTED_CONTENT_TYPES,
+    canonical,
+)
 
 logger = logging.getLogger(__name__)
 

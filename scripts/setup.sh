@@ -25,20 +25,7 @@ if [ ! -f "$stamp" ]; then
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
-# The per-model launcher in C (~0.2 MB per loaded model instead of ~4.5 MB for the Python one).
-if [ ! -x container/bin/mme-launcher ] || [ container/launcher.c -nt container/bin/mme-launcher ]; then
-    if command -v cc >/dev/null 2>&1; then
-        mkdir -p container/bin
-        cc -O2 -Wall -Wextra -o container/bin/mme-launcher container/launcher.c
-    else
-        echo "[setup] no C compiler: models will use the Python launcher (more memory per model)"
-    fi
-fi
-# The MMS plugin (container/java): clean unloads and refused unstartable loads, short-lived idle threads.
-plugin=container/java/build/mme-mms-plugin.jar
+# The MMS plugin and the C launcher, compiled into container/lib (setup.py does the same for a wheel).
 mms_jar=$(.venv/bin/python -c 'import mms, pathlib; print(pathlib.Path(mms.__file__).parent / "frontend" / "model-server.jar")')
-if [ ! -f "$plugin" ] || [ -n "$(find container/java/src "$mms_jar" -newer "$plugin" -print -quit)" ]; then
-    echo "[setup] building the MMS plugin"
-    container/java/build.sh "$mms_jar" "$plugin"
-fi
+container/build_native.sh container/lib "$mms_jar"
 echo "[setup] ready: .venv/bin/mme-local, container/serve"

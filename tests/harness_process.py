@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-
-from container.harness import scenario
-from container.harness.container import free_port
-from container.harness.metrics import parse_exposition, sample_sum
+from sklearn_mme.harness import scenario
+from sklearn_mme.harness.container import free_port
+from sklearn_mme.harness.metrics import parse_exposition, sample_sum
 
 REPO = Path(__file__).resolve().parents[1]
 MME_LOCAL = str(REPO / ".venv" / "bin" / "mme-local")

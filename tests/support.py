@@ -14,8 +14,7 @@ from pathlib import Path
 
 import psutil
 import requests
-
-from container import ports
+from sklearn_mme.container import ports
 
 REPO = Path(__file__).resolve().parent.parent
 SERVE = REPO / "container" / "serve"

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from sklearn_mme.container import examples
+from sklearn_mme.harness.container import free_port
+from sklearn_mme.harness.packaging import package
 
-from container import examples
-from container.harness.container import free_port
-from container.harness.packaging import package
 from tests.harness_process import (  # noqa: F401 - re-exported for the harness tests
     MME_LOCAL,
     RunningHarness,

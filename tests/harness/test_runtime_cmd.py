@@ -8,17 +8,16 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from container.harness.cli import main
-from container.harness.container import (
+from sklearn_mme.harness.cli import main
+from sklearn_mme.harness.container import (
     CONTAINER_MODELS_DIR,
     DockerRuntime,
     ProcessRuntime,
     find_container_cli,
     free_port,
 )
-from container.harness.manager import opaque_name
-from container.harness.metrics import HarnessMetrics, parse_exposition
+from sklearn_mme.harness.manager import opaque_name
+from sklearn_mme.harness.metrics import HarnessMetrics, parse_exposition
 
 
 def test_docker_argv_exact(tmp_path: Path) -> None:
@@ -79,7 +78,7 @@ def test_process_runtime_env(tmp_path: Path) -> None:
     rt.stop()
     assert not Path(env["TMPDIR"]).exists()
     assert env["MME_EXTRA"] == "1"
-    assert rt.serve_cmd[0].endswith("container/serve")
+    assert rt.serve_cmd[-2:] == ["-m", "sklearn_mme.container.server"]  # works from a wheel, no checkout
     assert rt.model_url(tmp_path / "x") == str((tmp_path / "x").resolve())
 
 

@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from container.harness.artifacts import ArtifactCache, ArtifactNotFound
-from container.harness.packaging import PackagingError, package
-from container.harness.store import DirStore, InvalidKey, StoreError, open_store, validate_key
-from container.harness.units import format_size, parse_size
+from sklearn_mme.harness.artifacts import ArtifactCache, ArtifactNotFound
+from sklearn_mme.harness.packaging import PackagingError, package
+from sklearn_mme.harness.store import DirStore, InvalidKey, StoreError, open_store, validate_key
+from sklearn_mme.harness.units import format_size, parse_size
 
 
 def _artifact(tmp: Path, name: str, payload: bytes = b"weights") -> Path:

@@ -66,7 +66,7 @@ def image() -> str:
 
 @pytest.fixture(scope="session")
 def examples():
-    from container.examples import train_all
+    from sklearn_mme.container.examples import train_all
 
     return train_all()
 
@@ -74,7 +74,7 @@ def examples():
 @pytest.fixture(scope="session")
 def model_root(tmp_path_factory: pytest.TempPathFactory, examples) -> Path:
     """Example model directories, readable by the container's non-root user (pytest's tmp dirs are 0700)."""
-    from container.examples import write_model_dir
+    from sklearn_mme.container.examples import write_model_dir
 
     root = tmp_path_factory.mktemp("opt-ml-models")
     for ex in examples.values():

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.image
 
 def _docker_runtime_missing() -> str:
     try:
-        from container.harness import container as runtimes
+        from sklearn_mme.harness import container as runtimes
     except ImportError as exc:
         return f"container/harness has no container runtimes yet ({exc})"
     if not hasattr(runtimes, "DockerRuntime"):
@@ -34,7 +34,7 @@ def _docker_runtime_missing() -> str:
 
 def _mme_local() -> list[str]:
     exe = REPO / ".venv" / "bin" / "mme-local"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "container.harness.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "sklearn_mme.harness.cli"]
 
 
 def test_harness_docker_runtime_serves_the_image(tmp_path: Path, image: str, examples) -> None:
@@ -43,8 +43,7 @@ def test_harness_docker_runtime_serves_the_image(tmp_path: Path, image: str, exa
         pytest.skip(missing)
     import boto3
     from botocore.config import Config
-
-    from container.examples import package_dir, write_model_dir
+    from sklearn_mme.container.examples import package_dir, write_model_dir
 
     store = tmp_path / "store"
     chosen = ["iris_logreg", "diabetes_ridge", "wine_pipeline"]

@@ -251,7 +251,7 @@ def test_load_of_a_directory_the_server_cannot_read_is_400_at_once(
 ) -> None:
     """A model directory uid 1000 cannot enter: MMS alone held the load a minute, answered 500 and left the
     name registered without workers; our plugin refuses it at once."""
-    from container.examples import write_model_dir
+    from sklearn_mme.container.examples import write_model_dir
 
     locked = write_model_dir(examples["iris_logreg"], model_root, "locked-by-root")
     locked.chmod(0o700)  # owned by the host's root, so the container's user may not enter it

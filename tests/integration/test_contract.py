@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 import pytest
+from sklearn_mme.container.examples import Example
 
-from container.examples import Example
 from tests.support import Serve
 
 pytestmark = pytest.mark.mms

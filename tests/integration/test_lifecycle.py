@@ -105,7 +105,7 @@ def test_killed_zygote_is_restarted_and_models_keep_serving(tmp_path, model_root
     with running_serve(tmp_path) as serve:
         assert serve.load("iris_logreg", model_root / "iris_logreg").status_code == 200
         zygotes = [p for p in psutil.Process(serve.proc.pid).children()
-                   if "container.zygote" in " ".join(p.cmdline())]
+                   if "sklearn_mme.container.zygote" in " ".join(p.cmdline())]
         assert len(zygotes) == 1
         zygotes[0].kill()
         zygotes[0].wait(10)
@@ -162,7 +162,7 @@ def test_sigterm_during_traffic_completes_in_flight_requests(tmp_path, model_roo
 def test_runaway_model_gets_507_and_recovers(tmp_path, model_root, trained) -> None:
     import textwrap
 
-    from container import examples
+    from sklearn_mme.container import examples
 
     greedy = examples.write_model_dir(trained["iris_logreg"], tmp_path, "greedy")
     (greedy / "code").mkdir()

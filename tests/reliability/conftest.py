@@ -9,8 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from container import examples
+from sklearn_mme.container import examples
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+from sklearn_mme.container import examples
 
-from container import examples
 from tests.support import Serve, running_serve
 
 pytestmark = pytest.mark.mms
@@ -111,7 +111,7 @@ def _oom_kills(cgroup: Path, version: str) -> int:
 def _zygote_tree(serve: Serve) -> list[int]:
     server = psutil.Process(serve.proc.pid)
     for proc in server.children(recursive=True):
-        if "container.zygote" in " ".join(proc.cmdline()):
+        if "sklearn_mme.container.zygote" in " ".join(proc.cmdline()):
             return [proc.pid] + [p.pid for p in proc.children(recursive=True)]
     raise AssertionError("no zygote under serve")
 

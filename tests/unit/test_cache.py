@@ -1,4 +1,4 @@
-"""Unit tests for handler.cache.ModelCache and measure_bytes (real threads, real scikit-learn models)."""
+"""Unit tests for the ModelCache and measure_bytes (real threads, real scikit-learn models)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression, Ridge
-
-from handler.cache import CacheStats, ModelCache, ModelTooLarge, measure_bytes
+from sklearn_mme.handler.cache import CacheStats, ModelCache, ModelTooLarge, measure_bytes
 
 # Generous bound for anything that should happen "immediately"; only reached when the code is broken,
 # so a regression fails the test instead of hanging the suite.

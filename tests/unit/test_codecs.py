@@ -9,11 +9,10 @@ import math
 
 import numpy as np
 import pytest
-
-from handler.content_types import CSV, JSON, JSONLINES, NPY, negotiate, parse_media_type
-from handler.decoders import decode
-from handler.encoders import encode
-from handler.errors import (
+from sklearn_mme.handler.content_types import CSV, JSON, JSONLINES, NPY, negotiate, parse_media_type
+from sklearn_mme.handler.decoders import decode
+from sklearn_mme.handler.encoders import encode
+from sklearn_mme.handler.errors import (
     BadRequest,
     InferenceError,
     InsufficientMemory,
@@ -22,7 +21,8 @@ from handler.errors import (
     error_body,
     to_error,
 )
-from handler.settings import Settings, get_settings
+from sklearn_mme.handler.settings import Settings, get_settings
+
 from tests.unit.conftest import assert_clean_error
 
 
@@ -323,7 +323,7 @@ def test_to_error(caplog):
     err = BadRequest("x")
     assert to_error(err) is err
     assert isinstance(to_error(MemoryError()), InsufficientMemory)
-    with caplog.at_level(logging.ERROR, logger="handler.errors"):
+    with caplog.at_level(logging.ERROR, logger="sklearn_mme.handler.errors"):
         try:
             raise KeyError("secret detail")
         except KeyError as exc:

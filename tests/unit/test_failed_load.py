@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from container import failed_load
-from container.harness import container
+from sklearn_mme.container import failed_load
+from sklearn_mme.harness import container
 
 
 @pytest.mark.parametrize("name", ["plain", "it's", 'quo"te', "sp ace", "é"])

@@ -12,8 +12,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
-
-from handler import defaults
+from sklearn_mme.handler import defaults
 
 MODELS = {
     "logreg-binary": lambda: LogisticRegression(max_iter=500),

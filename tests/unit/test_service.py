@@ -19,9 +19,8 @@ from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
-
-from container.examples import Example, write_model_dir
-from handler.errors import (
+from sklearn_mme.container.examples import Example, write_model_dir
+from sklearn_mme.handler.errors import (
     BadRequest,
     InferenceError,
     ModelLoadError,
@@ -30,7 +29,8 @@ from handler.errors import (
     PayloadTooLarge,
     UserCodeError,
 )
-from handler.service import ModelService
+from sklearn_mme.handler.service import ModelService
+
 from tests.unit.conftest import assert_clean_error
 
 # A classifier, a regressor, a pipeline and a clusterer.
@@ -439,7 +439,7 @@ def test_user_raised_inference_error_keeps_its_status(model_dir):
     write_code(
         model_dir,
         """
-        from handler.errors import BadRequest, InferenceError
+        from sklearn_mme.handler.errors import BadRequest, InferenceError
 
         def input_fn(input_data, content_type):
             if input_data.startswith("teapot"):

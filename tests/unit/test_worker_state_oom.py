@@ -6,15 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
-
-from container import oom
-from container.worker_state import WorkerState
+from sklearn_mme.container import oom
+from sklearn_mme.container.worker_state import WorkerState
 
 
 def test_worker_state_is_shared_across_fork() -> None:
     state = WorkerState()
     message = {"modelName": bytearray(b"m\xff"), "modelPath": b"/opt/ml/models/m", "batchSize": 1,
-               "handler": b"container.mms_entry:handle", "ioFileDescriptor": b"abc"}
+               "handler": b"sklearn_mme.container.mms_entry:handle", "ioFileDescriptor": b"abc"}
     assert state.load_message() is None and not state.was_busy()
     pid = os.fork()
     if pid == 0:  # the worker's side writes; the parent must see it

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-
-from container.harness.metrics import parse_exposition, sample_sum
+from sklearn_mme.harness.metrics import parse_exposition, sample_sum
 
 PATTERNS = ("round-robin", "random", "sequential")
 

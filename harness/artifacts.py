@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from container.harness.store import Store, StoreObject
+from sklearn_mme.harness.store import Store, StoreObject
 
 
 class ArtifactNotFound(KeyError):

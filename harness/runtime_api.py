@@ -18,16 +18,16 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
-from container.harness.errors import (
+from sklearn_mme.harness.errors import (
     InternalFailure,
     PayloadTooLarge,
     RuntimeApiError,
     UnknownOperation,
     ValidationError,
 )
-from container.harness.manager import ModelManager
-from container.harness.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from container.harness.metrics import HarnessMetrics
+from sklearn_mme.harness.manager import ModelManager
+from sklearn_mme.harness.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from sklearn_mme.harness.metrics import HarnessMetrics
 
 log = logging.getLogger("mme_local.api")
 

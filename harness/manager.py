@@ -22,20 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
-
-from container.harness.artifacts import ArtifactCache, ArtifactNotFound
-from container.harness.container import ContainerRuntime
-from container.harness.errors import (
+from sklearn_mme.harness.artifacts import ArtifactCache, ArtifactNotFound
+from sklearn_mme.harness.container import ContainerRuntime
+from sklearn_mme.harness.errors import (
     InternalFailure,
     ModelError,
     ModelNotReadyException,
     RuntimeApiError,
     ValidationError,
 )
-from container.harness.extract import UnsafeArchiveError, safe_extract
-from container.harness.metrics import HarnessMetrics
-from container.harness.mme_client import Answer, MMEClient
-from container.harness.store import InvalidKey, Store, StoreError, validate_key
+from sklearn_mme.harness.extract import UnsafeArchiveError, safe_extract
+from sklearn_mme.harness.metrics import HarnessMetrics
+from sklearn_mme.harness.mme_client import Answer, MMEClient
+from sklearn_mme.harness.store import InvalidKey, Store, StoreError, validate_key
 
 log = logging.getLogger("mme_local.manager")
 

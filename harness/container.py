@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -17,12 +18,11 @@ from pathlib import Path
 from typing import IO, Protocol
 
 import requests
-
-from container import failed_load, ports
+from sklearn_mme.container import failed_load, ports
 
 PORT_RANGE = ports.PORT_RANGE
 CONTAINER_MODELS_DIR = "/opt/ml/models"
-REPO_SERVE = Path(__file__).resolve().parents[1] / "serve"
+SERVE_CMD = [sys.executable, "-m", "sklearn_mme.container.server"]  # the same entry as container/serve
 LOAD_FAILURE_WAIT_S = 0.5  # how long a failed load's log line may trail the container's answer
 
 
@@ -163,7 +163,7 @@ class ProcessRuntime(_Subprocess):
         work_dir: Path | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
-        self.serve_cmd = serve_cmd or [str(REPO_SERVE)]
+        self.serve_cmd = serve_cmd or list(SERVE_CMD)
         self.port = port
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="mme-local-container-"))
         self.extra_env = dict(env or {})

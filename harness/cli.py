@@ -10,8 +10,7 @@ import threading
 from pathlib import Path
 
 import click
-
-from container.harness.units import format_size, parse_size
+from sklearn_mme.harness.units import format_size, parse_size
 
 
 class SizeType(click.ParamType):
@@ -34,7 +33,7 @@ def _fail(message: str) -> None:
 
 
 def _open_store(uri: str, s3_endpoint_url: str | None):  # noqa: ANN202 - Store protocol
-    from container.harness.store import StoreError, open_store
+    from sklearn_mme.harness.store import StoreError, open_store
 
     try:
         return open_store(uri, s3_endpoint_url)
@@ -127,7 +126,7 @@ def _harness_options(f):  # noqa: ANN001, ANN202 - decorator
 
 
 def _config(model_store: str, port: int, **kw: object):  # noqa: ANN202
-    from container.harness.app import HarnessConfig
+    from sklearn_mme.harness.app import HarnessConfig
 
     return HarnessConfig(
         model_store=model_store,
@@ -149,9 +148,9 @@ def _config(model_store: str, port: int, **kw: object):  # noqa: ANN202
 
 
 def _start(config):  # noqa: ANN001, ANN202
-    from container.harness.app import Harness
-    from container.harness.container import RuntimeStartError
-    from container.harness.store import StoreError
+    from sklearn_mme.harness.app import Harness
+    from sklearn_mme.harness.container import RuntimeStartError
+    from sklearn_mme.harness.store import StoreError
 
     try:
         harness = Harness(config)
@@ -228,7 +227,7 @@ def serve(model_store: str, port: int, **kw: object) -> None:
 )
 def package_cmd(source: Path, output: Path | None) -> None:
     """Package a model file or directory as a SageMaker artifact (model.joblib at the root, code/)."""
-    from container.harness.packaging import PackagingError, package
+    from sklearn_mme.harness.packaging import PackagingError, package
 
     output = output or Path(_default_key(source))
     try:
@@ -254,9 +253,9 @@ def _default_key(source: Path) -> str:
 @s3_option
 def add(source: Path, model_store: str, key: str | None, s3_endpoint_url: str | None) -> None:
     """Add a model (file, directory or ready .tar.gz) to the store."""
-    from container.harness.extract import UnsafeArchiveError, safe_extract
-    from container.harness.packaging import PackagingError, package
-    from container.harness.store import InvalidKey, StoreError
+    from sklearn_mme.harness.extract import UnsafeArchiveError, safe_extract
+    from sklearn_mme.harness.packaging import PackagingError, package
+    from sklearn_mme.harness.store import InvalidKey, StoreError
 
     store = _open_store(model_store, s3_endpoint_url)
     key = key or _default_key(source)
@@ -285,7 +284,7 @@ def add(source: Path, model_store: str, key: str | None, s3_endpoint_url: str | 
 @s3_option
 def remove(keys: tuple[str, ...], model_store: str, s3_endpoint_url: str | None) -> None:
     """Remove models from the store (a harness keeps serving a loaded copy until it unloads it)."""
-    from container.harness.store import InvalidKey, StoreError
+    from sklearn_mme.harness.store import InvalidKey, StoreError
 
     store = _open_store(model_store, s3_endpoint_url)
     missing = []
@@ -307,7 +306,7 @@ def remove(keys: tuple[str, ...], model_store: str, s3_endpoint_url: str | None)
 @s3_option
 def list_cmd(model_store: str, s3_endpoint_url: str | None) -> None:
     """List the models in the store with their sizes."""
-    from container.harness.store import StoreError
+    from sklearn_mme.harness.store import StoreError
 
     store = _open_store(model_store, s3_endpoint_url)
     try:
@@ -341,8 +340,7 @@ def invoke(
 ) -> None:
     """Send one invocation through boto3's sagemaker-runtime client and print the answer."""
     from botocore.exceptions import BotoCoreError, ClientError
-
-    from container.harness.scenario import runtime_client
+    from sklearn_mme.harness.scenario import runtime_client
 
     if body is None or body == "-":
         data = sys.stdin.buffer.read()
@@ -398,8 +396,8 @@ def invoke(
 )
 def scenario_cmd(model_store: str, script: Path, endpoint_url: str | None, **kw: object) -> None:
     """Run a scripted load / evict / invoke session and print a per-model report table."""
-    from container.harness import scenario
-    from container.harness.container import free_port
+    from sklearn_mme.harness import scenario
+    from sklearn_mme.harness.container import free_port
 
     try:
         reqs, rounds, concurrency, pattern, seed = scenario.load_script(script)
@@ -433,8 +431,8 @@ def scenario_cmd(model_store: str, script: Path, endpoint_url: str | None, **kw:
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
 def demo(max_models: int, rounds: int) -> None:
     """Train the example models, serve them with little room, invoke them through boto3, report."""
-    from container.harness.container import RuntimeStartError
-    from container.harness.demo import run_demo
+    from sklearn_mme.harness.container import RuntimeStartError
+    from sklearn_mme.harness.demo import run_demo
 
     try:
         ok = run_demo(max_models=max_models, rounds=rounds, echo=click.echo)

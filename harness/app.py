@@ -9,18 +9,18 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from container.harness.artifacts import ArtifactCache
-from container.harness.container import (
+from sklearn_mme.harness.artifacts import ArtifactCache
+from sklearn_mme.harness.container import (
     ContainerRuntime,
     DockerRuntime,
     ExternalRuntime,
     ProcessRuntime,
 )
-from container.harness.manager import ManagerConfig, ModelManager
-from container.harness.metrics import HarnessMetrics
-from container.harness.mme_client import MMEClient
-from container.harness.runtime_api import RuntimeApiServer
-from container.harness.store import Store, open_store
+from sklearn_mme.harness.manager import ManagerConfig, ModelManager
+from sklearn_mme.harness.metrics import HarnessMetrics
+from sklearn_mme.harness.mme_client import MMEClient
+from sklearn_mme.harness.runtime_api import RuntimeApiServer
+from sklearn_mme.harness.store import Store, open_store
 
 log = logging.getLogger("mme_local")
 

@@ -15,11 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-from container.harness import scenario
-from container.harness.app import Harness, HarnessConfig
-from container.harness.container import free_port
-from container.harness.packaging import package
+from sklearn_mme.harness import scenario
+from sklearn_mme.harness.app import Harness, HarnessConfig
+from sklearn_mme.harness.container import free_port
+from sklearn_mme.harness.packaging import package
 
 # Nested keys show that TargetModel is a path relative to the store.
 KEYS = {
@@ -52,7 +51,7 @@ def run_demo(
     max_models: int = 2, rounds: int = 3, burst: int = 20, echo: Callable[[str], None] = print
 ) -> bool:
     """Run the demo; True when every answer matched the in-process prediction."""
-    from container import examples
+    from sklearn_mme.container import examples
 
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mme-local-demo-") as tmp:
