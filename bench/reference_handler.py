@@ -20,7 +20,7 @@ from sagemaker_inference.default_handler_service import DefaultHandlerService
 class HandlerService(DefaultHandlerService):
     """MMS instantiates the one class defined in this module (mms.model_loader)."""
 
-    def initialize(self, context) -> None:  # noqa: ANN001 - MMS's Context
+    def initialize(self, context) -> None:
         code_dir = os.path.join(context.system_properties.get("model_dir"), "code")
         if code_dir not in sys.path:
             sys.path.insert(0, code_dir)

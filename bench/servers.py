@@ -133,7 +133,7 @@ class Server:
             self.seen.setdefault(proc.pid, proc)
         try:
             self._request_stop()
-        except Exception as exc:  # noqa: BLE001 - teardown goes on regardless
+        except Exception as exc:
             print(f"[bench] {self.label}: orderly stop failed: {exc}", file=sys.stderr)
         # What the server's own shutdown left behind: a finding in itself, then SIGKILL.
         survivors = procmem.alive(self.seen.values())

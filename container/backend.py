@@ -50,14 +50,14 @@ def report_failed_load(name: str, status: int, reason: str) -> None:
 
 
 class Backend(MXNetModelServiceWorker):
-    def load_model(self, load_model_request=None):  # noqa: ANN001 - MMS's signature
+    def load_model(self, load_model_request=None):
         result = self._load(load_model_request)
         if result[1] != 200:
             report_failed_load(load_model_request["modelName"].decode("utf-8", "replace"), result[1],
                                str(result[0]))
         return result
 
-    def _load(self, load_model_request):  # noqa: ANN001
+    def _load(self, load_model_request):
         name = load_model_request["modelName"].decode("utf-8", "replace")
         if "/" in name or "\x00" in name:
             # MMS registers such a name, but no URL can reach it afterwards (invoke, DELETE).
@@ -69,7 +69,7 @@ class Backend(MXNetModelServiceWorker):
             return exc.message, exc.status
         except MemoryError:
             return "Out of memory while loading the model", 507
-        except Exception as exc:  # noqa: BLE001 - the reason goes to the log, the status to MMS
+        except Exception as exc:
             log.exception("model load failed")
             return f"Model failed to load: {type(exc).__name__}", 500
 
@@ -85,7 +85,7 @@ class Backend(MXNetModelServiceWorker):
         self.sock.close()
         try:
             self.handle_connection(cl_socket)
-        except Exception:  # noqa: BLE001 - as MMS: log it; MMS restarts the worker
+        except Exception:
             logging.error("Backend worker process died.", exc_info=True)
         finally:
             for path in (getattr(self, "out", None), getattr(self, "err", None)):
@@ -158,7 +158,7 @@ class Backend(MXNetModelServiceWorker):
                 emit_metrics(self.service.context.metrics.store)
 
 
-def serve_connection(client: socket.socket, args, shared: WorkerState | None = None,  # noqa: ANN001
+def serve_connection(client: socket.socket, args, shared: WorkerState | None = None,
                      reload: dict | None = None) -> int:
     """Serve one MMS connection in this (forked) process: load the model (MMS sends the load message
     first; `reload` is one a killed predecessor recorded), then answer requests."""
@@ -192,7 +192,7 @@ def main(argv: list[str]) -> int:
                      args.preload_model, args.tmp_dir)
     try:
         worker.run_server()
-    except Exception:  # noqa: BLE001 - same as MMS: log, clean the socket, exit 1
+    except Exception:
         logging.error("Backend worker process died", exc_info=True)
     finally:
         if args.sock_type == "unix" and args.sock_name and os.path.exists(args.sock_name):

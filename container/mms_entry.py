@@ -46,7 +46,7 @@ def _check_room(name: str, nbytes: int) -> None:
         ledger.record(nbytes, name)
 
 
-def _load(context) -> None:  # noqa: ANN001 - MMS's Context
+def _load(context) -> None:
     props = context.system_properties
     model_dir = props.get("model_dir")
     name = getattr(context, "model_name", None) or os.path.basename(str(model_dir))
@@ -64,7 +64,7 @@ def _load(context) -> None:  # noqa: ANN001 - MMS's Context
     return service
 
 
-def _headers(context, idx: int) -> dict[str, str]:  # noqa: ANN001
+def _headers(context, idx: int) -> dict[str, str]:
     raw = context.get_all_request_header(idx) or {}
     return {str(k).lower(): v for k, v in raw.items() if isinstance(v, str)}
 
@@ -78,7 +78,7 @@ def _body(request: dict) -> bytes:
     return bytes(value or b"")
 
 
-def handle(data, context):  # noqa: ANN001, ANN201 - MMS's contract
+def handle(data, context):
     if data is None:
         _load(context)
         return None
@@ -102,7 +102,7 @@ def handle(data, context):  # noqa: ANN001, ANN201 - MMS's contract
             # MMS frames the content type by character count but writes UTF-8 bytes: ASCII only.
             context.set_response_content_type(idx, _ascii(content_type))
             out.append(body)
-        except BaseException as exc:  # noqa: BLE001 - every failure becomes one short JSON answer
+        except BaseException as exc:
             err = exc if isinstance(exc, InferenceError) else to_error(exc)
             # The reason phrase too: a non-ASCII phrase would corrupt MMS's frame and kill the worker.
             context.set_response_status(err.status, _ascii(err.message[:120]), idx)

@@ -56,20 +56,20 @@ def preload() -> None:
         os.environ.setdefault(var, "1")
     import multiprocessing  # noqa: F401
 
-    import mms.model_loader  # noqa: F401
+    import mms.model_loader
     import mms.service  # noqa: F401
     import scipy.sparse  # noqa: F401
-    import sklearn.cluster  # noqa: F401
-    import sklearn.compose  # noqa: F401
-    import sklearn.decomposition  # noqa: F401
-    import sklearn.ensemble  # noqa: F401
-    import sklearn.impute  # noqa: F401
-    import sklearn.linear_model  # noqa: F401
-    import sklearn.naive_bayes  # noqa: F401
-    import sklearn.neighbors  # noqa: F401
-    import sklearn.pipeline  # noqa: F401
-    import sklearn.preprocessing  # noqa: F401
-    import sklearn.svm  # noqa: F401
+    import sklearn.cluster
+    import sklearn.compose
+    import sklearn.decomposition
+    import sklearn.ensemble
+    import sklearn.impute
+    import sklearn.linear_model
+    import sklearn.naive_bayes
+    import sklearn.neighbors
+    import sklearn.pipeline
+    import sklearn.preprocessing
+    import sklearn.svm
     import sklearn.tree  # noqa: F401
     import sklearn_mme.container.backend  # noqa: F401
 
@@ -399,7 +399,7 @@ class Zygote:
             code = serve_connection(client, slot.args, state, reload)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:  # noqa: BLE001 - report, then leave the fork no matter what
+        except BaseException:
             log.exception("worker failed")
         finally:
             try:

@@ -147,7 +147,7 @@ class Harness:
             self.manager.forget_all()
             try:
                 self.client.base_url = self.runtime.start(self.config.container_start_timeout).rstrip("/")
-            except Exception as err:  # noqa: BLE001 - report any failure to start, then stop trying
+            except Exception as err:
                 log.error("restarting the container failed: %s", err)
                 self.failed.set()
                 return

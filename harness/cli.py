@@ -32,7 +32,7 @@ def _fail(message: str) -> None:
     raise click.ClickException(message)
 
 
-def _open_store(uri: str, s3_endpoint_url: str | None):  # noqa: ANN202 - Store protocol
+def _open_store(uri: str, s3_endpoint_url: str | None):
     from sklearn_mme.harness.store import StoreError, open_store
 
     try:
@@ -57,7 +57,7 @@ s3_option = click.option(
 )
 
 
-def _harness_options(f):  # noqa: ANN001, ANN202 - decorator
+def _harness_options(f):
     options = [
         click.option(
             "--max-models",
@@ -125,7 +125,7 @@ def _harness_options(f):  # noqa: ANN001, ANN202 - decorator
     return store_option(f)
 
 
-def _config(model_store: str, port: int, **kw: object):  # noqa: ANN202
+def _config(model_store: str, port: int, **kw: object):
     from sklearn_mme.harness.app import HarnessConfig
 
     return HarnessConfig(
@@ -147,7 +147,7 @@ def _config(model_store: str, port: int, **kw: object):  # noqa: ANN202
     )  # type: ignore[arg-type]
 
 
-def _start(config):  # noqa: ANN001, ANN202
+def _start(config):
     from sklearn_mme.harness.app import Harness
     from sklearn_mme.harness.container import RuntimeStartError
     from sklearn_mme.harness.store import StoreError

@@ -83,7 +83,7 @@ class _Handler(BaseHTTPRequestHandler):
         # every keep-alive answer.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature of the base class
+    def log_message(self, format: str, *args: object) -> None:
         log.debug("%s - %s", self.address_string(), format % args)
 
     # ---- plumbing ---------------------------------------------------------------------------------------
@@ -111,7 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---- routes -----------------------------------------------------------------------------------------
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         path = self._path()
         if path == "/ping":
             self._send(200, b'{"status": "healthy"}', "application/json")
@@ -128,7 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_error(UnknownOperation(f"no such route: GET {path}"))
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         path = self._path()
         match = _INVOCATIONS.match(path)
         if not match:
@@ -143,11 +143,11 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("invocation failed")
             self._send_error(InternalFailure("internal error in the harness; see its log"))
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._discard_body()
         self._send_error(UnknownOperation(f"no such route: PUT {self._path()}"))
 
-    do_DELETE = do_PUT  # noqa: N815
+    do_DELETE = do_PUT
 
     def _discard_body(self) -> None:
         try:

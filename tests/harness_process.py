@@ -117,7 +117,7 @@ def stop_harness(h: RunningHarness) -> int:
         return -9
 
 
-def runtime_client(url: str, retries: int = 1, pool: int = 10):  # noqa: ANN201 - boto3 client type
+def runtime_client(url: str, retries: int = 1, pool: int = 10):
     """The real boto3 sagemaker-runtime client pointed at a harness (no retries unless asked): the one
     `mme-local invoke` and `scenario` use."""
     return scenario.runtime_client(url, max_pool=pool, retries=retries)

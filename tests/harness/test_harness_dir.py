@@ -68,11 +68,11 @@ def harness(tmp_path_factory: pytest.TempPathFactory, store_dir: Path) -> Iterat
 
 
 @pytest.fixture(scope="module")
-def client(harness: RunningHarness):  # noqa: ANN201
+def client(harness: RunningHarness):
     return runtime_client(harness.url, pool=60)
 
 
-def _invoke(client, key: str, ex: examples.Example, content_type: str = "application/json") -> dict:  # noqa: ANN001
+def _invoke(client, key: str, ex: examples.Example, content_type: str = "application/json") -> dict:
     if content_type == "text/csv":
         body = "\n".join(",".join(repr(float(v)) for v in row) for row in ex.X).encode()
     else:
@@ -88,7 +88,7 @@ def _invoke(client, key: str, ex: examples.Example, content_type: str = "applica
 
 @pytest.mark.parametrize("name", list(model_keys()))
 @pytest.mark.parametrize("content_type", ["application/json", "text/csv"])
-def test_predictions_match_in_process(client, trained: dict, name: str, content_type: str) -> None:  # noqa: ANN001
+def test_predictions_match_in_process(client, trained: dict, name: str, content_type: str) -> None:
     ex = trained[name]
     resp = _invoke(client, model_keys()[name], ex, content_type)
     body = resp["Body"].read()
@@ -98,7 +98,7 @@ def test_predictions_match_in_process(client, trained: dict, name: str, content_
     np.testing.assert_allclose(predictions(body), expected(ex), rtol=1e-6)
 
 
-def test_hit_and_miss_headers(client, trained: dict) -> None:  # noqa: ANN001
+def test_hit_and_miss_headers(client, trained: dict) -> None:
     ex = trained["iris_logreg"]
     key = "customers/customer_0002.tar.gz"
     first = _invoke(client, key, examples.small_model(2))
@@ -110,7 +110,7 @@ def test_hit_and_miss_headers(client, trained: dict) -> None:  # noqa: ANN001
     assert ex is not None
 
 
-def test_unknown_target_model_is_validation_error(client) -> None:  # noqa: ANN001
+def test_unknown_target_model_is_validation_error(client) -> None:
     with pytest.raises(client.exceptions.ValidationError) as info:
         client.invoke_endpoint(EndpointName="e", TargetModel="nope.tar.gz", Body=b"1", ContentType="text/csv")
     err = info.value.response
@@ -120,13 +120,13 @@ def test_unknown_target_model_is_validation_error(client) -> None:  # noqa: ANN0
 
 
 @pytest.mark.parametrize("key", ["../etc/passwd", "/abs.tar.gz", "a//b.tar.gz"])
-def test_bad_target_model_key_is_validation_error(client, key: str) -> None:  # noqa: ANN001
+def test_bad_target_model_key_is_validation_error(client, key: str) -> None:
     with pytest.raises(ClientError) as info:
         client.invoke_endpoint(EndpointName="e", TargetModel=key, Body=b"1", ContentType="text/csv")
     assert info.value.response["Error"]["Code"] == "ValidationError"
 
 
-def test_container_error_is_model_error(client) -> None:  # noqa: ANN001
+def test_container_error_is_model_error(client) -> None:
     with pytest.raises(client.exceptions.ModelError) as info:
         client.invoke_endpoint(
             EndpointName="e", TargetModel="iris_logreg.tar.gz", Body=b"not,numbers\n", ContentType="text/csv"
@@ -140,7 +140,7 @@ def test_container_error_is_model_error(client) -> None:  # noqa: ANN001
     assert "Received client error (400)" in resp["Error"]["Message"]
 
 
-def test_model_that_fails_to_load_is_model_error(client, harness: RunningHarness) -> None:  # noqa: ANN001
+def test_model_that_fails_to_load_is_model_error(client, harness: RunningHarness) -> None:
     with pytest.raises(client.exceptions.ModelError) as info:
         client.invoke_endpoint(
             EndpointName="e", TargetModel="broken.tar.gz", Body=b"1,2", ContentType="text/csv"
@@ -151,14 +151,14 @@ def test_model_that_fails_to_load_is_model_error(client, harness: RunningHarness
     assert "broken.tar.gz" not in {m["model"] for m in harness.info()["loaded"]}
 
 
-def test_unsafe_archive_is_rejected(client, store_dir: Path) -> None:  # noqa: ANN001
+def test_unsafe_archive_is_rejected(client, store_dir: Path) -> None:
     with pytest.raises(client.exceptions.ValidationError) as info:
         client.invoke_endpoint(EndpointName="e", TargetModel="evil.tar.gz", Body=b"1", ContentType="text/csv")
     assert "leaving the archive root" in info.value.response["Error"]["Message"]
     assert not (store_dir.parent / "outside.txt").exists()
 
 
-def test_payload_over_6mb_is_413(client, trained: dict) -> None:  # noqa: ANN001
+def test_payload_over_6mb_is_413(client, trained: dict) -> None:
     with pytest.raises(ClientError) as info:
         client.invoke_endpoint(
             EndpointName="e",
@@ -193,7 +193,7 @@ def test_missing_target_model_header(harness: RunningHarness) -> None:
     assert resp.status_code == 404 and "message" in resp.json()
 
 
-def test_add_list_remove_reflected_at_once(client, harness: RunningHarness, tmp_path: Path) -> None:  # noqa: ANN001
+def test_add_list_remove_reflected_at_once(client, harness: RunningHarness, tmp_path: Path) -> None:
     ex = examples.small_model(42)
     src = examples.write_model_dir(ex, tmp_path)
     key = "added/customer_0042.tar.gz"
@@ -214,7 +214,7 @@ def test_add_list_remove_reflected_at_once(client, harness: RunningHarness, tmp_
 
 def test_round_robin_eviction_never_exceeds_max_models(
     client, harness: RunningHarness, trained: dict
-) -> None:  # noqa: ANN001
+) -> None:
     keys = model_keys()
     loads_before = metric(harness.url, "mme_model_loading_seconds_count")
     unloads_before = metric(harness.url, "mme_model_unload_total")
@@ -298,7 +298,7 @@ def test_metrics_and_ping(harness: RunningHarness) -> None:
     assert 'model="iris_logreg.tar.gz"' in text
 
 
-def test_reuploaded_artifact_is_downloaded_again(harness: RunningHarness, tmp_path: Path, client) -> None:  # noqa: ANN001
+def test_reuploaded_artifact_is_downloaded_again(harness: RunningHarness, tmp_path: Path, client) -> None:
     """The artifact disk cache checks the store's etag: a new version is fetched on the next load."""
     key = "versioned.tar.gz"
     v1, v2 = examples.small_model(11), examples.small_model(12)

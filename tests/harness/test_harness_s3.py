@@ -63,7 +63,7 @@ def harness(
     assert stop_harness(h) == 0, h.log()
 
 
-def _invoke(client, key: str, ex: examples.Example):  # noqa: ANN001, ANN202
+def _invoke(client, key: str, ex: examples.Example):
     return client.invoke_endpoint(
         EndpointName="s3-mme", TargetModel=key, Body=json.dumps(ex.X.tolist()).encode(),
         ContentType="application/json", Accept="application/json",

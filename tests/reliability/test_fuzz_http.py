@@ -594,7 +594,7 @@ def _check_predictions(serve: Serve, trained: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def serve(tmp_path_factory: pytest.TempPathFactory, model_root) -> Iterator[Serve]:  # noqa: ANN001
+def serve(tmp_path_factory: pytest.TempPathFactory, model_root) -> Iterator[Serve]:
     with running_serve(tmp_path_factory.mktemp("fuzz")) as server:
         for name in MODELS:
             resp = server.load(name, model_root / name)
