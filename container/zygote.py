@@ -7,12 +7,10 @@ in children don't write to, and un-share, the inherited pages), and then plays t
 for every model: it binds each model's socket, tells MMS "MMS worker started.", and forks a worker
 straight from itself for each connection MMS opens. A model costs only the pages its worker touches.
 
-Protocol with launcher.py (MMS's per-model 'python') over a Unix socket: the launcher sends a
-length-prefixed JSON {argv, cwd, env, adopt} with its stdin/stdout/stderr attached (SCM_RIGHTS),
-then may send `S<signum>\\n` to forward a signal; the zygote answers `X<waitstatus>\\n` when the model
-ends. When the launcher disappears (MMS kills it on DELETE) the model's socket and workers go.
-If the zygote itself dies, workers keep serving; `serve` starts a new zygote and each launcher
-reconnects with adopt=true so the model's socket is served again.
+Each model's launcher (MMS's per-model 'python') registers the model over a Unix socket
+(launcher_wire.py); when the launcher disappears (MMS kills it on DELETE) the model's socket and workers
+go. What the zygote plays of MMS's backend server is in mms_protocol.py, what runs after each fork in
+worker_process.py, and the imports and warm-up before any fork in warmup.py.
 
 The zygote also keeps its own copy of every worker's MMS connection: when the kernel's OOM killer takes
 a worker in the middle of a request, the zygote answers that request 507 and forks a replacement that
@@ -22,108 +20,25 @@ reloads the model on the same connection (see Worker and container/worker_state.
 from __future__ import annotations
 
 import argparse
-import array
 import gc
-import importlib
-import json
 import logging
 import os
 import resource
 import selectors
 import signal
 import socket
-import struct
 import sys
-import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 
-from mms.protocol.otf_message_handler import create_predict_response
+from sklearn_mme.container import launcher_wire, mms_protocol, worker_process
 from sklearn_mme.container.oom import oom_kill_count
 from sklearn_mme.container.procutil import become_subreaper, die_with_parent
+from sklearn_mme.container.warmup import preload
 from sklearn_mme.container.worker_state import WorkerState
 
 log = logging.getLogger("mme.zygote")
-MAX_REQUEST = 1 << 20
 OOM_MESSAGE = "Insufficient memory: the model's worker was killed by the out-of-memory killer"
-
-
-def preload() -> None:
-    """Import and warm everything a worker and a typical model need, before any fork."""
-    # One BLAS thread per process: many small models on few cores; also makes forking safe.
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
-    import multiprocessing  # noqa: F401
-
-    import mms.model_loader
-    import mms.service  # noqa: F401
-    import scipy.sparse  # noqa: F401
-    import sklearn.cluster
-    import sklearn.compose
-    import sklearn.decomposition
-    import sklearn.ensemble
-    import sklearn.impute
-    import sklearn.linear_model
-    import sklearn.naive_bayes
-    import sklearn.neighbors
-    import sklearn.pipeline
-    import sklearn.preprocessing
-    import sklearn.svm
-    import sklearn.tree  # noqa: F401
-    import sklearn_mme.container.backend  # noqa: F401
-
-    # The configured MMS handler module (ours by default); a path-style handler is imported per model.
-    module = os.environ.get("MME_HANDLER", "sklearn_mme.container.mms_entry:handle").split(":", 1)[0]
-    if "/" not in module:
-        importlib.import_module(module)
-    _warm_up()
-
-
-def _warm_up() -> None:
-    """Run one real load and one predict per codec, so lazy imports and caches are filled pre-fork."""
-    from sklearn_mme.container import examples
-    from sklearn_mme.handler.service import ModelService
-
-    with tempfile.TemporaryDirectory(prefix="mme-warm-") as tmp:
-        model_dir = examples.write_model_dir(examples.small_model(0), tmp, "warm")
-        service = ModelService.load(model_dir)
-        for ctype, body in (("text/csv", b"5.1,3.5,1.4,0.2"), ("application/json", b"[[5.1,3.5,1.4,0.2]]"),
-                            ("application/jsonlines", b"[5.1,3.5,1.4,0.2]")):
-            for accept in ("application/json", "text/csv", "application/jsonlines", "application/x-npy"):
-                service.invoke(body, ctype, accept)
-
-
-def follow(pid: int) -> None:
-    """End this process when process `pid` (the model's launcher, MMS's handle on it) exits."""
-    try:
-        fd = os.pidfd_open(pid)
-    except OSError:  # already gone
-        os._exit(0)
-
-    def watch() -> None:
-        import select
-
-        poller = select.poll()  # not select(): descriptors here can be numbered past FD_SETSIZE
-        poller.register(fd, select.POLLIN)
-        while not poller.poll():
-            pass
-        os._exit(0)
-
-    threading.Thread(target=watch, name="follow-launcher", daemon=True).start()
-
-
-def limit_worker_memory(size: str) -> None:
-    """Cap what this worker may allocate beyond what it inherited, so a runaway model gets a
-    MemoryError (answered 507) instead of drawing the kernel's OOM killer onto the container."""
-    if not size.strip():
-        return
-    from sklearn_mme.container.settings import parse_size
-
-    with open("/proc/self/status") as status:
-        vm_data_kb = next(int(line.split()[1]) for line in status if line.startswith("VmData:"))
-    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
-    resource.setrlimit(resource.RLIMIT_DATA, (vm_data_kb * 1024 + parse_size(size), hard))
 
 
 @dataclass
@@ -205,21 +120,16 @@ class Zygote:
         conn, _ = self.listener.accept()
         conn.settimeout(10)
         try:
-            pid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                      struct.calcsize("3i")))[0]
-            request, fds = self._read_request(conn)
+            pid = launcher_wire.peer_pid(conn)
+            request, fds = launcher_wire.read_registration(conn)
         except (OSError, ValueError) as exc:
             log.warning("bad launcher request: %s", exc)
             conn.close()
             return
-        from mms.arg_parser import ArgParser
-
-        argv = [a for a in request.get("argv") or [] if not a.endswith("model_service_worker.py")]
-        try:
-            args = ArgParser.model_service_worker_args().parse_args(argv)
-        except SystemExit:
-            log.warning("launcher sent arguments MMS's worker would not take: %s", argv)
-            self._close_fds(fds)
+        args = mms_protocol.worker_args(request.get("argv") or [])
+        if args is None:
+            log.warning("launcher sent arguments MMS's worker would not take: %s", request.get("argv"))
+            launcher_wire.close_fds(fds)
             conn.close()
             return
         conn.settimeout(None)
@@ -235,8 +145,7 @@ class Zygote:
         self.sel.register(slot.listener, selectors.EVENT_READ, ("model", slot))
         if not request.get("adopt"):
             # What MMS waits for on the backend server's stdout before it connects.
-            self._write(slot, f"Listening on port: {args.sock_name}\n[PID] {pid}\nMMS worker started.\n"
-                              f"Python runtime: {sys.version.split()[0]}\n")
+            self._write(slot, mms_protocol.handshake(args.sock_name, pid))
 
     @staticmethod
     def _bind(path: str) -> socket.socket:
@@ -256,43 +165,6 @@ class Zygote:
         except OSError:
             pass
 
-    @staticmethod
-    def _read_request(conn: socket.socket) -> tuple[dict, list[int]]:
-        fds = array.array("i")
-        msg, ancdata, _flags, _addr = conn.recvmsg(4, socket.CMSG_LEN(3 * fds.itemsize))
-        for level, kind, data in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-        try:
-            while len(msg) < 4:
-                more = conn.recv(4 - len(msg))
-                if not more:
-                    raise ValueError("launcher closed early")
-                msg += more
-            (length,) = struct.unpack("!I", msg)
-            if length > MAX_REQUEST:
-                raise ValueError(f"request of {length} bytes")
-            body = b""
-            while len(body) < length:
-                more = conn.recv(length - len(body))
-                if not more:
-                    raise ValueError("launcher closed early")
-                body += more
-            if len(fds) != 3:
-                raise ValueError(f"expected 3 stdio descriptors, got {len(fds)}")
-            return json.loads(body), list(fds)
-        except BaseException:
-            Zygote._close_fds(list(fds))
-            raise
-
-    @staticmethod
-    def _close_fds(fds: list[int]) -> None:
-        for fd in fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
     def _from_launcher(self, slot: Slot) -> None:
         try:
             data = slot.conn.recv(256)
@@ -301,11 +173,9 @@ class Zygote:
         if not data:  # launcher gone (MMS kills it on DELETE or after a failure): the model goes
             self._end(slot, status=None)
             return
-        for line in data.split(b"\n"):
-            if line.startswith(b"S") and line[1:].isdigit():
-                sig = int(line[1:])
-                self._end(slot, status=sig, sig=sig)  # the model dies of the signal it was sent
-                return
+        sig = launcher_wire.signal_request(data)
+        if sig is not None:
+            self._end(slot, status=sig, sig=sig)  # the model dies of the signal it was sent
 
     def _end(self, slot: Slot, status: int | None, sig: int = signal.SIGKILL) -> None:
         """Take a model down: its workers, its socket, its stdio; report `status` to the launcher."""
@@ -329,7 +199,7 @@ class Zygote:
             slot.listener = None
         if status is not None:
             try:
-                slot.conn.sendall(b"X%d\n" % status)
+                slot.conn.sendall(launcher_wire.exit_message(status))
             except OSError:
                 pass
         self.slots.pop(slot.conn.fileno(), None)
@@ -338,7 +208,7 @@ class Zygote:
         except (KeyError, ValueError):
             pass
         slot.conn.close()
-        self._close_fds(slot.fds)
+        launcher_wire.close_fds(slot.fds)
         slot.fds = []
 
     # -- workers -----------------------------------------------------------------------------
@@ -362,12 +232,9 @@ class Zygote:
 
     def _become_worker(self, slot: Slot, client: socket.socket, state: WorkerState,
                        reload: dict | None) -> None:
-        code = 1
+        """In the child: drop all the zygote holds but this model's stdio, then serve (never returns)."""
         try:
-            follow(slot.launcher_pid)
-            signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, signal.SIG_DFL)
+            worker_process.reset_signals()
             # Other workers' connections must not stay open here, or MMS would not see them close.
             for worker in self.workers.values():
                 worker.conn.close()
@@ -378,35 +245,15 @@ class Zygote:
                 if other.listener is not None:
                     other.listener.close()
                 if other is not slot:
-                    self._close_fds(other.fds)
+                    launcher_wire.close_fds(other.fds)
             for sock in (self.listener, self.wake_r, self.wake_w):
                 if sock is not None:
                     sock.close()
             self.sel.close()
-            for target, fd in enumerate(slot.fds):
-                os.dup2(fd, target)
-            self._close_fds([fd for fd in slot.fds if fd > 2])
-            request = slot.request
-            os.chdir(request.get("cwd") or "/")
-            os.environ.clear()
-            os.environ.update(request.get("env") or {})
-            # What a fresh interpreter would have taken from PYTHONPATH (MMS puts the model dir there).
-            extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
-            sys.path[1:1] = extra
-            limit_worker_memory(os.environ.get("MME_WORKER_MEMORY_LIMIT", ""))
-            from sklearn_mme.container.backend import serve_connection
-
-            code = serve_connection(client, slot.args, state, reload)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:
-            log.exception("worker failed")
-        finally:
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            finally:
-                os._exit(code)
+        except BaseException:  # leave the fork no matter what
+            log.exception("worker set-up failed")
+            os._exit(1)
+        worker_process.run(slot.fds, slot.request, slot.launcher_pid, slot.args, client, state, reload)
 
     def _reap(self) -> None:
         while True:
@@ -434,7 +281,7 @@ class Zygote:
             log.warning("worker %d of %s was killed by the OOM killer mid-request: answering 507",
                         pid, slot.args.model_name)
             try:
-                worker.conn.sendall(create_predict_response(None, {}, OOM_MESSAGE, 507))
+                worker.conn.sendall(mms_protocol.error_frame(507, OOM_MESSAGE))
             except OSError:
                 worker.conn.close()
                 return

@@ -1,0 +1,91 @@
+"""The life of one forked worker: set up as the fresh backend process MMS thinks it started, serve its one MMS
+connection, and leave with the model's launcher.
+
+Runs in the child right after the zygote's fork, once the zygote's own descriptors are closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import signal
+import socket
+import sys
+import threading
+from argparse import Namespace
+
+from sklearn_mme.container.launcher_wire import close_fds
+from sklearn_mme.container.worker_state import WorkerState
+
+log = logging.getLogger("mme.zygote")
+
+
+def run(stdio: list[int], request: dict, launcher_pid: int, args: Namespace, client: socket.socket,
+        state: WorkerState, reload: dict | None) -> None:
+    """Become the model's worker and serve `client`; never returns."""
+    code = 1
+    try:
+        follow(launcher_pid)
+        for target, fd in enumerate(stdio):
+            os.dup2(fd, target)
+        close_fds([fd for fd in stdio if fd > 2])
+        os.chdir(request.get("cwd") or "/")
+        os.environ.clear()
+        os.environ.update(request.get("env") or {})
+        # What a fresh interpreter would have taken from PYTHONPATH (MMS puts the model dir there).
+        extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+        sys.path[1:1] = extra
+        limit_worker_memory(os.environ.get("MME_WORKER_MEMORY_LIMIT", ""))
+        from sklearn_mme.container.backend import serve_connection
+
+        code = serve_connection(client, args, state, reload)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # report, then leave the fork no matter what
+        log.exception("worker failed")
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def reset_signals() -> None:
+    """The zygote's handlers and wake-up fd mean nothing in a worker."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def follow(pid: int) -> None:
+    """End this process when process `pid` (the model's launcher, MMS's handle on it) exits."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:  # already gone
+        os._exit(0)
+
+    def watch() -> None:
+        import select
+
+        poller = select.poll()  # not select(): descriptors here can be numbered past FD_SETSIZE
+        poller.register(fd, select.POLLIN)
+        while not poller.poll():
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch, name="follow-launcher", daemon=True).start()
+
+
+def limit_worker_memory(size: str) -> None:
+    """Cap what this worker may allocate beyond what it inherited, so a runaway model gets a
+    MemoryError (answered 507) instead of drawing the kernel's OOM killer onto the container."""
+    if not size.strip():
+        return
+    from sklearn_mme.container.settings import parse_size
+
+    with open("/proc/self/status") as status:
+        vm_data_kb = next(int(line.split()[1]) for line in status if line.startswith("VmData:"))
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    resource.setrlimit(resource.RLIMIT_DATA, (vm_data_kb * 1024 + parse_size(size), hard))
