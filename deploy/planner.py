@@ -60,9 +60,7 @@ def deploy_plan(spec: DeploySpec, state: State) -> list[Step]:
     plan.append(WaitInService(name))
     if spec.scaling is not None:
         plan.extend(scaling_calls(name, spec.scaling))
-    elif state.scalable_target and not any(
-        getattr(s, "operation", "") == "DeregisterScalableTarget" for s in plan
-    ):
+    elif state.scalable_target and deregister(name) not in plan:
         plan.append(deregister(name))
     if spec.alarms is not None:
         plan.extend(alarm_calls(spec, spec.alarms))
