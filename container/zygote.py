@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from mms.protocol.otf_message_handler import create_predict_response
 from sklearn_mme.container.oom import oom_kill_count
 from sklearn_mme.container.procutil import become_subreaper, die_with_parent
+from sklearn_mme.container.settings import HANDLER, Wiring
 from sklearn_mme.container.worker_state import WorkerState
 
 log = logging.getLogger("mme.zygote")
@@ -49,7 +50,7 @@ MAX_REQUEST = 1 << 20
 OOM_MESSAGE = "Insufficient memory: the model's worker was killed by the out-of-memory killer"
 
 
-def preload() -> None:
+def preload(handler: str) -> None:
     """Import and warm everything a worker and a typical model need, before any fork."""
     # One BLAS thread per process: many small models on few cores; also makes forking safe.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -74,7 +75,7 @@ def preload() -> None:
     import sklearn_mme.container.backend  # noqa: F401
 
     # The configured MMS handler module (ours by default); a path-style handler is imported per model.
-    module = os.environ.get("MME_HANDLER", "sklearn_mme.container.mms_entry:handle").split(":", 1)[0]
+    module = handler.split(":", 1)[0]
     if "/" not in module:
         importlib.import_module(module)
     _warm_up()
@@ -113,17 +114,15 @@ def follow(pid: int) -> None:
     threading.Thread(target=watch, name="follow-launcher", daemon=True).start()
 
 
-def limit_worker_memory(size: str) -> None:
+def limit_worker_memory(limit_bytes: int | None) -> None:
     """Cap what this worker may allocate beyond what it inherited, so a runaway model gets a
     MemoryError (answered 507) instead of drawing the kernel's OOM killer onto the container."""
-    if not size.strip():
+    if not limit_bytes:
         return
-    from sklearn_mme.container.settings import parse_size
-
     with open("/proc/self/status") as status:
         vm_data_kb = next(int(line.split()[1]) for line in status if line.startswith("VmData:"))
     _, hard = resource.getrlimit(resource.RLIMIT_DATA)
-    resource.setrlimit(resource.RLIMIT_DATA, (vm_data_kb * 1024 + parse_size(size), hard))
+    resource.setrlimit(resource.RLIMIT_DATA, (vm_data_kb * 1024 + limit_bytes, hard))
 
 
 @dataclass
@@ -393,7 +392,7 @@ class Zygote:
             # What a fresh interpreter would have taken from PYTHONPATH (MMS puts the model dir there).
             extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
             sys.path[1:1] = extra
-            limit_worker_memory(os.environ.get("MME_WORKER_MEMORY_LIMIT", ""))
+            limit_worker_memory(Wiring.from_env().worker_memory_limit_bytes)  # checked by serve
             from sklearn_mme.container.backend import serve_connection
 
             code = serve_connection(client, slot.args, state, reload)
@@ -470,6 +469,7 @@ class Zygote:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--socket", required=True)
+    parser.add_argument("--handler", default=HANDLER.default, help="MMS service handler (serve checked it)")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stdout, format="%(asctime)s [zygote] %(message)s", level=logging.INFO)
     die_with_parent(signal.SIGTERM)
@@ -478,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     t0 = time.perf_counter()
-    preload()
+    preload(args.handler)
     zygote = Zygote(args.socket)
     gc.collect()
     gc.freeze()  # everything imported so far stays shared with the children
