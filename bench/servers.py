@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from importlib import resources
 from pathlib import Path
 
@@ -92,21 +91,14 @@ class Server:
         self.startup_s = time.perf_counter() - t0
 
     def _wait_ping(self) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.label} exited with {self.proc.returncode} while starting:\n"
-                                   f"{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ping", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"{self.label} did not answer /ping in {self.startup_timeout_s:.0f}s:\n"
-                           f"{self.log_tail()}")
+        proc = self.proc
+        assert proc is not None
+        try:
+            ports.wait_for_ping(f"http://127.0.0.1:{self.port}", self.startup_timeout_s,
+                                lambda: proc.poll() is None)
+        except ports.NotReady as exc:
+            raise RuntimeError(f"{self.label} {exc} (exit status {proc.poll()}):\n"
+                               f"{self.log_tail()}") from None
 
     def snapshot(self, settled: bool = True) -> procmem.Snapshot:
         assert self.proc is not None

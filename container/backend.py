@@ -38,7 +38,7 @@ def report_failed_load(name: str, status: int, reason: str) -> None:
     worker thread interrupts itself while waiting for the backend to die), leaving it listed and
     blocking a retry with 409. It kills this process on the way, so the clean-up can't be ours.
     """
-    path = os.environ.get("MME_EVENTS_SOCKET")
+    path = os.environ.get("_MME_EVENTS_SOCKET")  # set by serve
     if not path:
         return
     try:

@@ -26,9 +26,9 @@ def main() -> None:
     if len(sys.argv) < 2 or not sys.argv[1].endswith("model_service_worker.py"):
         # Not a model backend (MMS also runs its metric collector with this 'python'): be python.
         os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
-    path = os.environ.get("MME_ZYGOTE_SOCKET")
+    path = os.environ.get("_MME_ZYGOTE_SOCKET")  # set by serve (container/settings.py Wiring)
     if not path:
-        sys.stderr.write("launcher: MME_ZYGOTE_SOCKET is not set\n")
+        sys.stderr.write("launcher: _MME_ZYGOTE_SOCKET is not set\n")
         sys.exit(2)
     state = {"conn": register(path, adopt=False)}
 

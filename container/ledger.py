@@ -50,6 +50,3 @@ class MemoryLedger:
         tmp = self.dir / f".{pid}.tmp"
         tmp.write_text(f"{nbytes} {label}\n")
         tmp.replace(self.dir / str(pid))
-
-    def release(self, pid: int | None = None) -> None:
-        (self.dir / str(os.getpid() if pid is None else pid)).unlink(missing_ok=True)

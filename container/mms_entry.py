@@ -11,7 +11,8 @@ import os
 
 import psutil
 from sklearn_mme.container.ledger import MemoryLedger
-from sklearn_mme.handler.cache import ModelCache, ModelTooLarge, measure_bytes
+from sklearn_mme.container.settings import Wiring
+from sklearn_mme.handler.cache import ModelCache, measure_bytes
 from sklearn_mme.handler.errors import BadRequest, InferenceError, InsufficientMemory, error_body, to_error
 from sklearn_mme.handler.service import ModelService
 
@@ -20,9 +21,9 @@ log = logging.getLogger("mme.entry")
 # One process serves one model, but the cache is still the single owner of it (and its size),
 # so the same code can later host many models in one pool process.
 _CACHE: ModelCache[ModelService] = ModelCache(sizer=lambda service: measure_bytes(service.model))
-_RESERVE_BYTES = int(os.environ.get("MME_MEMORY_RESERVE_MB", "64")) * 1024 * 1024
+_WIRING = Wiring.from_env()  # what serve checked and handed down
 # MMS's frame limit for an answer (max_response_size, set by serve), less room for the frame's headers.
-_MAX_RESPONSE_BYTES = int(os.environ.get("MME_MAX_RESPONSE_BYTES", str(24 * 1024 * 1024))) - 64 * 1024
+_MAX_RESPONSE_BYTES = _WIRING.max_response_bytes - 64 * 1024
 
 
 def _check_room(name: str, nbytes: int) -> None:
@@ -31,16 +32,15 @@ def _check_room(name: str, nbytes: int) -> None:
     Every loaded model is recorded in the container-wide ledger (pid -> bytes, name), which is
     also how tools find the process that serves a model.
     """
-    budget = os.environ.get("MME_MEMORY_BUDGET_BYTES")
-    state = os.environ.get("MME_STATE_DIR")
-    ledger = MemoryLedger(state) if state else None
+    budget = _WIRING.memory_budget_bytes
+    ledger = MemoryLedger(_WIRING.state_dir) if _WIRING.state_dir else None
     if budget and ledger is not None:
         held = ledger.total(exclude_pid=os.getpid())
-        if held + nbytes > int(budget):
+        if held + nbytes > budget:
             raise InsufficientMemory(
                 f"model needs {nbytes} bytes; {held} of the {budget}-byte budget are in use"
             )
-    elif psutil.virtual_memory().available < nbytes + _RESERVE_BYTES:
+    elif psutil.virtual_memory().available < nbytes + _WIRING.memory_reserve_bytes:
         raise InsufficientMemory(f"model needs {nbytes} bytes and the machine has too little free memory")
     if ledger is not None:
         ledger.record(nbytes, name)
@@ -50,10 +50,7 @@ def _load(context) -> None:
     props = context.system_properties
     model_dir = props.get("model_dir")
     name = getattr(context, "model_name", None) or os.path.basename(str(model_dir))
-    try:
-        service = _CACHE.get_or_load(model_dir, lambda: ModelService.load(model_dir))
-    except ModelTooLarge as exc:
-        raise InsufficientMemory(str(exc)) from None
+    service = _CACHE.get_or_load(model_dir, lambda: ModelService.load(model_dir))
     size = _CACHE.size_of(model_dir) or 0
     try:
         _check_room(name, size)

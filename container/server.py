@@ -29,31 +29,19 @@ from pathlib import Path
 import mms
 from sklearn_mme.container import failed_load
 from sklearn_mme.container.procutil import die_with_parent, kill_group
-from sklearn_mme.container.settings import ServeSettings, SettingsError
+from sklearn_mme.container.settings import ServeSettings, SettingsError, Wiring
 
 STOP_GRACE_S = 5.0
 DRAIN_S = 20.0  # SageMaker waits 30 s after SIGTERM; leave room for MMS to stop
 PLUGIN_JAR = "mme-mms-plugin.jar"
 LIB = Path(__file__).resolve().parent / "lib"  # compiled by container/build_native.sh
-# G1 with a periodic full GC when idle, so the heap shrinks back after a burst of loads or traffic
-# (Serial GC kept ~+16% after unloading everything, this ~+8%); a small initial heap; C1 only (less
-# code cache); unpooled Netty buffers, whose pools otherwise keep what a burst allocated; and a periodic
-# malloc_trim, which gives back the native memory of the threads hundreds of models used.
-# Measured with 30 models: Java idle 113 -> ~60 MB, ~2 -> ~0.9 MB per loaded model.
-JAVA_OPTS = os.environ.get(
-    "MME_JAVA_OPTS",
-    "-XX:+UseG1GC -XX:G1PeriodicGCInterval=3000 -XX:-G1PeriodicGCInvokesConcurrent -Xss512k"
-    " -XX:-UsePerfData -XX:TieredStopAtLevel=1 -Xms8m -XX:MaxHeapFreeRatio=20 -XX:MinHeapFreeRatio=5"
-    " -Dio.netty.allocator.type=unpooled -XX:TrimNativeHeapInterval=2000",
-).split()
 
 
 def log(msg: str) -> None:
     print(f"[serve] {msg}", flush=True)
 
 
-def mms_properties(s: ServeSettings, tmp: Path) -> str:
-    max_bytes = s.max_payload_mb * 1024 * 1024
+def mms_properties(s: ServeSettings) -> str:
     return "\n".join([
         f"inference_address=http://0.0.0.0:{s.port}",
         f"management_address=http://0.0.0.0:{s.port}",  # same port: MMS then serves the MME routes
@@ -62,8 +50,8 @@ def mms_properties(s: ServeSettings, tmp: Path) -> str:
         f"default_response_timeout_seconds={s.response_timeout_s}",
         f"unregister_model_timeout={max(1, s.response_timeout_s // 60)}",
         f"default_service_handler={s.handler}",
-        f"max_request_size={max_bytes + 64 * 1024}",  # body limit plus room for headers
-        f"max_response_size={max_bytes * 4}",
+        f"max_request_size={s.max_payload_bytes + 64 * 1024}",  # body limit plus room for headers
+        f"max_response_size={s.max_response_bytes}",
         "decode_input_request=false",
         "preload_model=false",
         "async_logging=true",
@@ -72,9 +60,8 @@ def mms_properties(s: ServeSettings, tmp: Path) -> str:
     ])
 
 
-def native_launcher() -> Path | None:
-    """The compiled launcher (scripts/setup.sh and the Dockerfile build it), if there is one."""
-    explicit = os.environ.get("MME_LAUNCHER_BIN")
+def native_launcher(explicit: str | None) -> Path | None:
+    """The compiled launcher (MME_LAUNCHER_BIN, else the one scripts/setup.sh and the Dockerfile build)."""
     path = Path(explicit) if explicit else LIB / "mme-launcher"
     return path if path.is_file() and os.access(path, os.X_OK) else None
 
@@ -82,7 +69,7 @@ def native_launcher() -> Path | None:
 def _launcher(run: Path, s: ServeSettings) -> Path:
     """The executable MMS runs as 'python' for each model."""
     path = run / "python-launcher"
-    native = native_launcher() if s.launcher in ("auto", "c") else None
+    native = native_launcher(s.launcher_bin) if s.launcher in ("auto", "c") else None
     if s.backend == "vanilla":
         path.write_text(f'#!/bin/sh\nshift\nexec "{sys.executable}" -m sklearn_mme.container.backend "$@"\n')
     elif native is not None:
@@ -108,7 +95,7 @@ def _java_cmd(s: ServeSettings, run: Path, python: Path) -> list[str]:
     classpath = ":".join([".", f"{mms_home / 'mms' / 'frontend'}/*", *_plugin_jar()])
     return [
         java, f"-Dmodel_server_home={mms_home}", f"-Dlog4j.configurationFile=file://{log4j}",
-        f"-Djava.io.tmpdir={run / 'tmp'}", *JAVA_OPTS,
+        f"-Djava.io.tmpdir={run / 'tmp'}", *s.java_opts,
         "--add-opens=java.base/java.lang=ALL-UNNAMED",  # our plugin shortens the process reaper's keep-alive
         "-cp", classpath, "com.amazonaws.ml.mms.ModelServer",
         "--python", str(python), "-f", str(run / "config.properties"),
@@ -207,13 +194,16 @@ class Server:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env["MME_STATE_DIR"] = str(self.run / "ledger")
-        env["MME_ZYGOTE_SOCKET"] = str(self.run / "zygote.sock")
         env["SAGEMAKER_BIND_TO_PORT"] = str(self.s.port)
-        env["MME_MAX_RESPONSE_BYTES"] = str(self.s.max_payload_mb * 1024 * 1024 * 4)  # = max_response_size
-        env["MME_EVENTS_SOCKET"] = str(self.run / "events.sock")
-        if self.s.memory_budget_bytes:
-            env["MME_MEMORY_BUDGET_BYTES"] = str(self.s.memory_budget_bytes)
+        env["_MME_EVENTS_SOCKET"] = str(self.run / "events.sock")  # internal wiring, not a setting
+        env.update(Wiring(
+            state_dir=str(self.run / "ledger"),
+            zygote_socket=str(self.run / "zygote.sock"),
+            max_response_bytes=self.s.max_response_bytes,
+            memory_budget_bytes=self.s.memory_budget_bytes,
+            memory_reserve_bytes=self.s.memory_reserve_bytes,
+            worker_memory_limit_bytes=self.s.worker_memory_limit_bytes,
+        ).to_env())
         env.setdefault("OMP_NUM_THREADS", "1")
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
         return env
@@ -221,7 +211,8 @@ class Server:
     def start_zygote(self) -> None:
         sock = self.run / "zygote.sock"
         self.zygote = subprocess.Popen(
-            [sys.executable, "-m", "sklearn_mme.container.zygote", "--socket", str(sock)],
+            [sys.executable, "-m", "sklearn_mme.container.zygote", "--socket", str(sock),
+             "--handler", self.s.handler],
             env=self.env(), preexec_fn=lambda: die_with_parent(signal.SIGTERM),
         )
         deadline = time.monotonic() + self.s.startup_timeout_s
@@ -234,7 +225,7 @@ class Server:
 
     def start(self) -> None:
         s = self.s
-        (self.run / "config.properties").write_text(mms_properties(s, self.run / "tmp"))
+        (self.run / "config.properties").write_text(mms_properties(s))
         python = _launcher(self.run, s)
         script = python.read_bytes()[:2] == b"#!"
         kind = "shell" if s.backend == "vanilla" else "python" if script else "native"

@@ -11,7 +11,7 @@ import os
 import tempfile
 
 
-def preload() -> None:
+def preload(handler: str) -> None:
     """Import and warm everything a worker and a typical model need, before any fork."""
     # One BLAS thread per process: many small models on few cores; also makes forking safe.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -36,7 +36,7 @@ def preload() -> None:
     import sklearn_mme.container.backend  # noqa: F401
 
     # The configured MMS handler module (ours by default); a path-style handler is imported per model.
-    module = os.environ.get("MME_HANDLER", "sklearn_mme.container.mms_entry:handle").split(":", 1)[0]
+    module = handler.split(":", 1)[0]
     if "/" not in module:
         importlib.import_module(module)
     warm_up()

@@ -16,6 +16,7 @@ import threading
 from argparse import Namespace
 
 from sklearn_mme.container.launcher_wire import close_fds
+from sklearn_mme.container.settings import Wiring
 from sklearn_mme.container.worker_state import WorkerState
 
 log = logging.getLogger("mme.zygote")
@@ -36,7 +37,7 @@ def run(stdio: list[int], request: dict, launcher_pid: int, args: Namespace, cli
         # What a fresh interpreter would have taken from PYTHONPATH (MMS puts the model dir there).
         extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
         sys.path[1:1] = extra
-        limit_worker_memory(os.environ.get("MME_WORKER_MEMORY_LIMIT", ""))
+        limit_worker_memory(Wiring.from_env().worker_memory_limit_bytes)  # checked by serve
         from sklearn_mme.container.backend import serve_connection
 
         code = serve_connection(client, args, state, reload)
@@ -78,14 +79,12 @@ def follow(pid: int) -> None:
     threading.Thread(target=watch, name="follow-launcher", daemon=True).start()
 
 
-def limit_worker_memory(size: str) -> None:
+def limit_worker_memory(limit_bytes: int | None) -> None:
     """Cap what this worker may allocate beyond what it inherited, so a runaway model gets a
     MemoryError (answered 507) instead of drawing the kernel's OOM killer onto the container."""
-    if not size.strip():
+    if not limit_bytes:
         return
-    from sklearn_mme.container.settings import parse_size
-
     with open("/proc/self/status") as status:
         vm_data_kb = next(int(line.split()[1]) for line in status if line.startswith("VmData:"))
     _, hard = resource.getrlimit(resource.RLIMIT_DATA)
-    resource.setrlimit(resource.RLIMIT_DATA, (vm_data_kb * 1024 + parse_size(size), hard))
+    resource.setrlimit(resource.RLIMIT_DATA, (vm_data_kb * 1024 + limit_bytes, hard))

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from sklearn_mme.container import launcher_wire, mms_protocol, worker_process
 from sklearn_mme.container.oom import oom_kill_count
 from sklearn_mme.container.procutil import become_subreaper, die_with_parent
+from sklearn_mme.container.settings import HANDLER
 from sklearn_mme.container.warmup import preload
 from sklearn_mme.container.worker_state import WorkerState
 
@@ -317,6 +318,7 @@ class Zygote:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--socket", required=True)
+    parser.add_argument("--handler", default=HANDLER.default, help="MMS service handler (serve checked it)")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stdout, format="%(asctime)s [zygote] %(message)s", level=logging.INFO)
     die_with_parent(signal.SIGTERM)
@@ -325,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     t0 = time.perf_counter()
-    preload()
+    preload(args.handler)
     zygote = Zygote(args.socket)
     gc.collect()
     gc.freeze()  # everything imported so far stays shared with the children

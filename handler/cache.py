@@ -125,31 +125,42 @@ def _getsizeof_walk(root: object) -> int:
             continue
         if depth >= _FALLBACK_MAX_DEPTH or isinstance(obj, str | bytes | bytearray | memoryview | type):
             continue
-        children: list[object] = []
-        if isinstance(obj, dict):
-            for k, v in obj.items():
-                children.append(k)
-                children.append(v)
-        elif isinstance(obj, list | tuple | set | frozenset):
-            children.extend(obj)
-        try:  # attribute access can run arbitrary __getattr__ code; a failure just ends this branch
-            base = getattr(obj, "base", None)  # a numpy view keeps its base array alive
-            instance_dict = getattr(obj, "__dict__", None)
-        except Exception:
-            continue
-        if base is not None and not isinstance(obj, type):
-            children.append(base)
-        if isinstance(instance_dict, dict):
-            children.append(instance_dict)
-        for cls in type(obj).__mro__:
-            for slot in cls.__dict__.get("__slots__", ()):
-                if isinstance(slot, str) and slot not in ("__dict__", "__weakref__"):
-                    try:
-                        children.append(getattr(obj, slot))
-                    except Exception:
-                        pass
-        stack.extend((child, depth + 1) for child in children)
+        stack.extend((child, depth + 1) for child in _referents(obj))
     return total
+
+
+def _referents(obj: object) -> list[object]:
+    """What `obj` holds that counts towards its size: items, keys and values, a view's base, attributes."""
+    children: list[object] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            children.append(k)
+            children.append(v)
+    elif isinstance(obj, list | tuple | set | frozenset):
+        children.extend(obj)
+    try:  # attribute access can run arbitrary __getattr__ code; a failure just ends this branch
+        base = getattr(obj, "base", None)  # a numpy view keeps its base array alive
+        instance_dict = getattr(obj, "__dict__", None)
+    except Exception:
+        return []
+    if base is not None and not isinstance(obj, type):
+        children.append(base)
+    if isinstance(instance_dict, dict):
+        children.append(instance_dict)
+    children.extend(_slot_values(obj))
+    return children
+
+
+def _slot_values(obj: object) -> list[object]:
+    values = []
+    for cls in type(obj).__mro__:
+        for slot in cls.__dict__.get("__slots__", ()):
+            if isinstance(slot, str) and slot not in ("__dict__", "__weakref__"):
+                try:
+                    values.append(getattr(obj, slot))
+                except Exception:
+                    pass
+    return values
 
 
 @dataclass

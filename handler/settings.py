@@ -1,12 +1,18 @@
-"""All environment configuration of the handler, read in one place."""
+"""All environment configuration of the handler, read in one place.
+
+Each variable is defined once, as an `EnvVar` (name, parser, default, one doc line); `container/serve` checks
+these together with its own at start-up (container/settings.py), so a bad value stops the server with one line
+naming the variable instead of surfacing in a worker. The README's settings table is generated from them.
+"""
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from sklearn_mme.handler.content_types import (
     DEFAULT_CONTENT_TYPE,
@@ -15,56 +21,94 @@ from sklearn_mme.handler.content_types import (
     canonical,
 )
 
-logger = logging.getLogger(__name__)
-
 _MB = 1024 * 1024
+MAX_PAYLOAD_MB = 1024  # far above SageMaker's 6 MB; guards against a typo of a few zeros
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot run with; the message names the variable and says why."""
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """One environment variable: its name, how its text is read, its default (as a user would write it)."""
+
+    name: str
+    parse: Callable[[str], Any]  # raises ValueError with a short reason
+    default: str  # "" means unset
+    doc: str  # one line, for the README's settings table
+    shown_default: str | None = None  # for the table, when the default is too long to show
+
+    def read(self, env: Mapping[str, str]) -> Any:
+        """The parsed value (the default when unset or blank; None when that is unset too)."""
+        raw = env.get(self.name, "").strip() or self.default
+        if not raw:
+            return None
+        try:
+            return self.parse(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{self.name}={raw!r} {exc}") from None
+
+
+def _payload_bytes(text: str) -> int:
+    try:
+        mb = float(text)
+    except ValueError:
+        raise ValueError("is not a number of megabytes") from None
+    if not 0 < mb <= MAX_PAYLOAD_MB:
+        raise ValueError(f"is out of range (more than 0, at most {MAX_PAYLOAD_MB})")
+    return int(mb * _MB)
+
+
+def _media_type(supported: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = canonical(text.split(";")[0])
+        if value not in supported:
+            raise ValueError(f"is not supported (choose one of {', '.join(supported)})")
+        return value
+
+    return parse
+
+
+_TYPE_NAME = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
+
+
+def _type_names(text: str) -> tuple[str, ...]:
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [n for n in names if not _TYPE_NAME.fullmatch(n)]
+    if bad:
+        raise ValueError(f"has {bad[0]!r}, which is not a dotted type name (e.g. sklearn.svm.SVC)")
+    return names
+
+
+MAX_PAYLOAD = EnvVar("SAGEMAKER_MAX_PAYLOAD_IN_MB", _payload_bytes, "6",
+                     "request body limit in MB (413 above); SageMaker's own runtime limit is 6")
+DEFAULT_ACCEPT = EnvVar("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", _media_type(SUPPORTED_ACCEPT),
+                        "application/json", "response type for `*/*` or no Accept")
+DEFAULT_CONTENT = EnvVar("MME_DEFAULT_CONTENT_TYPE", _media_type(SUPPORTED_CONTENT_TYPES),
+                         DEFAULT_CONTENT_TYPE, "how a request without Content-Type is read")
+SKOPS_TRUSTED = EnvVar("MME_SKOPS_TRUSTED_TYPES", _type_names, "",
+                       "comma-separated extra types trusted when loading `model.skops`")
+VARIABLES: tuple[EnvVar, ...] = (MAX_PAYLOAD, DEFAULT_ACCEPT, DEFAULT_CONTENT, SKOPS_TRUSTED)
 
 
 @dataclass(frozen=True)
 class Settings:
-    max_payload_bytes: int = 6 * _MB  # SAGEMAKER_MAX_PAYLOAD_IN_MB: SageMaker's own runtime limit
-    default_accept: str = "application/json"  # SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT: for `*/*` or no Accept
-    default_content_type: str = DEFAULT_CONTENT_TYPE  # MME_DEFAULT_CONTENT_TYPE: request without Content-Type
-    skops_trusted_types: tuple[str, ...] = ()  # MME_SKOPS_TRUSTED_TYPES: comma-separated type names
+    max_payload_bytes: int = MAX_PAYLOAD.parse(MAX_PAYLOAD.default)
+    default_accept: str = DEFAULT_ACCEPT.default
+    default_content_type: str = DEFAULT_CONTENT.default
+    skops_trusted_types: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from `env` (default os.environ); bad values log a warning and keep the default."""
+        """Build settings from `env` (default os.environ); a bad value raises SettingsError naming it."""
         env = os.environ if env is None else env
-        base = cls()
-        max_payload = base.max_payload_bytes
-        raw = env.get("SAGEMAKER_MAX_PAYLOAD_IN_MB", "").strip()
-        if raw:
-            try:
-                mb = float(raw)
-                if not mb > 0:
-                    raise ValueError(raw)
-                max_payload = int(mb * _MB)
-            except ValueError:
-                logger.warning("ignoring SAGEMAKER_MAX_PAYLOAD_IN_MB=%r: not a positive number", raw)
         return cls(
-            max_payload_bytes=max_payload,
-            default_accept=_media_type(
-                env, "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", SUPPORTED_ACCEPT, base.default_accept
-            ),
-            default_content_type=_media_type(
-                env, "MME_DEFAULT_CONTENT_TYPE", SUPPORTED_CONTENT_TYPES, base.default_content_type
-            ),
-            skops_trusted_types=tuple(
-                t.strip() for t in env.get("MME_SKOPS_TRUSTED_TYPES", "").split(",") if t.strip()
-            ),
+            max_payload_bytes=MAX_PAYLOAD.read(env),
+            default_accept=DEFAULT_ACCEPT.read(env),
+            default_content_type=DEFAULT_CONTENT.read(env),
+            skops_trusted_types=SKOPS_TRUSTED.read(env) or (),
         )
-
-
-def _media_type(env: Mapping[str, str], name: str, supported: tuple[str, ...], default: str) -> str:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    value = canonical(raw.split(";")[0])
-    if value not in supported:
-        logger.warning("ignoring %s=%r: supported are %s", name, raw, ", ".join(supported))
-        return default
-    return value
 
 
 @lru_cache(maxsize=1)

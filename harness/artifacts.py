@@ -127,11 +127,3 @@ class ArtifactCache:
             entry.path.unlink(missing_ok=True)
             total -= entry.size
             self.evictions += 1
-
-    def discard(self, key: str) -> None:
-        """Forget `key` (e.g. after it was removed from the store)."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry.pins == 0:
-                del self._entries[key]
-                entry.path.unlink(missing_ok=True)

@@ -227,23 +227,14 @@ def serve(model_store: str, port: int, **kw: object) -> None:
 )
 def package_cmd(source: Path, output: Path | None) -> None:
     """Package a model file or directory as a SageMaker artifact (model.joblib at the root, code/)."""
-    from sklearn_mme.harness.packaging import PackagingError, package
+    from sklearn_mme.harness.packaging import PackagingError, default_key, package
 
-    output = output or Path(_default_key(source))
+    output = output or Path(default_key(source))
     try:
         archive = package(source, output)
     except PackagingError as err:
         _fail(str(err))
     click.echo(f"{archive}  {format_size(archive.stat().st_size)}")
-
-
-def _default_key(source: Path) -> str:
-    name = source.name
-    for suffix in (".tar.gz", ".joblib", ".pkl", ".pickle"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return f"{name}.tar.gz"
 
 
 @main.command()
@@ -254,11 +245,11 @@ def _default_key(source: Path) -> str:
 def add(source: Path, model_store: str, key: str | None, s3_endpoint_url: str | None) -> None:
     """Add a model (file, directory or ready .tar.gz) to the store."""
     from sklearn_mme.harness.extract import UnsafeArchiveError, safe_extract
-    from sklearn_mme.harness.packaging import PackagingError, package
+    from sklearn_mme.harness.packaging import PackagingError, default_key, package
     from sklearn_mme.harness.store import InvalidKey, StoreError
 
     store = _open_store(model_store, s3_endpoint_url)
-    key = key or _default_key(source)
+    key = key or default_key(source)
     with tempfile.TemporaryDirectory(prefix="mme-local-add-") as tmp:
         if source.is_file() and source.name.endswith((".tar.gz", ".tgz")):
             archive = source

@@ -17,8 +17,8 @@ import uuid
 from pathlib import Path
 from typing import IO, Protocol
 
-import requests
 from sklearn_mme.container import failed_load, ports
+from sklearn_mme.container.ports import free_port  # the one helper; the harness's modules import it from here
 
 PORT_RANGE = ports.PORT_RANGE
 CONTAINER_MODELS_DIR = "/opt/ml/models"
@@ -28,14 +28,6 @@ LOAD_FAILURE_WAIT_S = 0.5  # how long a failed load's log line may trail the con
 
 class RuntimeStartError(RuntimeError):
     """The container did not come up; the message includes the tail of its log."""
-
-
-def free_port(host: str = "127.0.0.1", low: int = PORT_RANGE[0], high: int = PORT_RANGE[1]) -> int:
-    """A port in [low, high] that is free right now on `host` (see container.ports)."""
-    try:
-        return ports.free_port(host, low, high)
-    except OSError as exc:
-        raise RuntimeStartError(str(exc)) from None
 
 
 class ContainerRuntime(Protocol):
@@ -64,23 +56,12 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def wait_for_ping(base_url: str, proc: subprocess.Popen | None, log_path: Path, timeout: float) -> None:
-    """Poll GET /ping until 200; fail early when the process exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeStartError(
-                f"container exited with status {proc.returncode} before answering /ping; log tail:\n"
-                f"{_tail(log_path)}"
-            )
-        try:
-            if requests.get(base_url + "/ping", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.25)
-    raise RuntimeStartError(
-        f"container did not answer /ping within {timeout:.0f}s; log tail:\n{_tail(log_path)}"
-    )
+    """container.ports.wait_for_ping, failing early when the process exits, with the log's tail."""
+    try:
+        ports.wait_for_ping(base_url, timeout, None if proc is None else lambda: proc.poll() is None, 0.25)
+    except ports.NotReady as exc:
+        status = "" if proc is None or proc.returncode is None else f" (exit status {proc.returncode})"
+        raise RuntimeStartError(f"container {exc}{status}; log tail:\n{_tail(log_path)}") from None
 
 
 class _Subprocess:

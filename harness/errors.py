@@ -91,11 +91,6 @@ class InternalFailure(RuntimeApiError):
     error_type = "InternalFailure"
 
 
-class ServiceUnavailable(RuntimeApiError):
-    status = 503
-    error_type = "ServiceUnavailable"
-
-
 class UnknownOperation(RuntimeApiError):
     status = 404
     error_type = "UnknownOperationException"

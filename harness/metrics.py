@@ -1,9 +1,9 @@
 """Prometheus metrics of the harness: SageMaker's CloudWatch MME metrics under Prometheus names.
 
-Names fixed by ARCHITECTURE.md: mme_loaded_model_count, mme_model_cache_hit_total, mme_model_cache_miss_total,
-mme_model_loading_wait_seconds, mme_model_downloading_seconds, mme_model_loading_seconds,
-mme_model_unloading_seconds. Per-model series carry a `model` label (the TargetModel key); a harness has its
-own registry so several can live in one process (tests).
+Fixed names (tests and dashboards rely on them): mme_loaded_model_count, mme_model_cache_hit_total,
+mme_model_cache_miss_total, mme_model_loading_wait_seconds, mme_model_downloading_seconds,
+mme_model_loading_seconds, mme_model_unloading_seconds. Per-model series carry a `model` label (the
+TargetModel key); a harness has its own registry so several can live in one process (tests).
 """
 
 from __future__ import annotations

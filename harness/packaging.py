@@ -8,8 +8,9 @@ import os
 import tarfile
 from pathlib import Path
 
+from sklearn_mme.handler.model_loader import MODEL_SUFFIXES  # what the container loads: one list
+
 MODEL_FILE = "model.joblib"
-MODEL_SUFFIXES = (".joblib", ".pkl", ".pickle", ".skops")
 _SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints", ".git"}
 
 
@@ -43,6 +44,16 @@ def _members(source: Path) -> list[tuple[Path, str]]:
                 continue
             out.append((path, path.relative_to(source).as_posix()))
     return out
+
+
+def default_key(source: Path) -> str:
+    """The store key (TargetModel) for a model file or directory: its name without a model or archive
+    suffix, plus `.tar.gz` (`m.skops` -> `m.tar.gz`)."""
+    name = source.name
+    for suffix in (".tar.gz", ".tgz", *MODEL_SUFFIXES):
+        if name.endswith(suffix):
+            return f"{name[: -len(suffix)]}.tar.gz"
+    return f"{name}.tar.gz"
 
 
 def package(source: str | os.PathLike[str], archive: str | os.PathLike[str]) -> Path:

@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from sklearn_mme.container import ports
 from sklearn_mme.harness import scenario
-from sklearn_mme.harness.container import free_port
 from sklearn_mme.harness.metrics import parse_exposition, sample_sum
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +70,7 @@ def start_harness(
     env: dict[str, str] | None = None,
 ) -> RunningHarness:
     """`mme-local -v serve` (it starts container/serve itself, with this environment), waited for on /ping."""
-    port = free_port()
+    port = ports.free_port()
     log_path = tmp / f"harness-{port}.log"
     work_dir = tmp / f"work-{port}"
     store_args = store_args or []
@@ -92,18 +91,12 @@ def start_harness(
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, **(env or {})})
     h = RunningHarness(f"http://127.0.0.1:{port}", proc, log_path, work_dir, str(store), store_args)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"harness exited {proc.returncode}:\n{h.log()}")
-        try:
-            if requests.get(h.url + "/ping", timeout=2).status_code == 200:
-                return h
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    stop_harness(h)
-    raise AssertionError(f"harness did not answer /ping:\n{h.log()}")
+    try:
+        ports.wait_for_ping(h.url, 120, lambda: proc.poll() is None)
+    except ports.NotReady as exc:
+        stop_harness(h)
+        raise AssertionError(f"harness {exc} (exit status {proc.returncode}):\n{h.log()}") from None
+    return h
 
 
 def stop_harness(h: RunningHarness) -> int:

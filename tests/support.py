@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import tarfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,25 +30,6 @@ FAKE_AWS = {
     "AWS_CONFIG_FILE": "/nonexistent",
     "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
 }
-
-
-def free_port(lo: int = 20000, hi: int = 32000) -> int:
-    """A free loopback port below 32768 (MMS rejects higher ones, so port 0 won't do)."""
-    return ports.free_port("127.0.0.1", lo, hi)
-
-
-def wait_http(url: str, timeout: float = 90.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
 def _running(pid: int) -> bool:
@@ -108,14 +88,14 @@ class Serve:
 
 @contextmanager
 def running_serve(tmp: Path, **env: str) -> Iterator[Serve]:
-    port = free_port()
+    port = ports.free_port()
     log_path = tmp / f"serve-{port}.log"
     full_env = {**os.environ, "SAGEMAKER_BIND_TO_PORT": str(port), "SAGEMAKER_MULTI_MODEL": "true", **env}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([str(SERVE)], env=full_env, stdout=log, stderr=subprocess.STDOUT)
     serve = Serve(proc, port, log_path)
     try:
-        wait_http(f"{serve.url}/ping", proc=proc)
+        ports.wait_for_ping(serve.url, 90, lambda: proc.poll() is None)
         yield serve
     finally:
         if proc.poll() is None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from sklearn_mme.harness.artifacts import ArtifactCache, ArtifactNotFound
 from sklearn_mme.harness.packaging import PackagingError, package
 from sklearn_mme.harness.store import DirStore, InvalidKey, StoreError, open_store, validate_key
 from sklearn_mme.harness.units import format_size, parse_size
+
+MME_LOCAL = Path(sys.executable).parent / "mme-local"
 
 
 def _artifact(tmp: Path, name: str, payload: bytes = b"weights") -> Path:
@@ -140,6 +144,16 @@ def test_package_errors(tmp_path: Path) -> None:
         package(tmp_path / "missing", tmp_path / "x.tar.gz")
 
 
+@pytest.mark.parametrize("name", ["m.skops", "m.joblib", "m.pkl", "m.pickle"])
+def test_mme_local_package_names_the_key_without_the_model_suffix(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_bytes(b"model")
+    done = subprocess.run([str(MME_LOCAL), "package", name], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.glob("*.tar.gz")) == ["m.tar.gz"]
+    assert _names(tmp_path / "m.tar.gz") == ["model.skops" if name.endswith(".skops") else "model.joblib"]
+
+
 # ---- artifact cache ----
 
 
@@ -201,6 +215,8 @@ def test_artifact_in_use_is_not_evicted(tmp_path: Path) -> None:
         ("64k", 64_000),
         ("3gb", 3_000_000_000),
         ("10B", 10),
+        ("1TB", 10**12),  # the container's MME_MEMORY_BUDGET reads sizes with this same function
+        ("1TiB", 1024**4),
     ],
 )
 def test_parse_size(text: str, value: int) -> None:

@@ -10,16 +10,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
+from sklearn_mme.container import ports
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("MME_IMAGE", "localhost/sklearn-mme:test")
@@ -47,12 +45,6 @@ def podman(*args: str, check: bool = True, timeout: float = 120, **kw) -> subpro
     return subprocess.run(
         ["podman", *args], check=check, timeout=timeout, capture_output=True, text=True, **kw
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -105,7 +97,7 @@ def start_container(
 
     Without --init the image's tini is PID 1, as under SageMaker's `docker run IMAGE serve`."""
     name = f"mme-test-{uuid.uuid4().hex[:10]}"
-    port = free_port()
+    port = ports.free_port()
     podman(
         "run",
         *(["--init"] if init else []),
@@ -121,21 +113,13 @@ def start_container(
         "serve",
     )
     c = Container(name, f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{c.url}/ping", timeout=2).status_code == 200:
-                return c
-        except requests.RequestException:
-            pass
-        if not c.state().get("Running", False):
-            logs = c.logs()
-            podman("rm", "-f", name, check=False)
-            pytest.fail(f"container exited before answering /ping; logs:\n{logs[-4000:]}")
-        time.sleep(0.5)
-    logs = c.logs()
-    podman("rm", "-f", name, check=False)
-    pytest.fail(f"no /ping answer within {START_TIMEOUT_S:.0f} s; logs:\n{logs[-4000:]}")
+    try:
+        ports.wait_for_ping(c.url, START_TIMEOUT_S, lambda: bool(c.state().get("Running", False)), 0.5)
+    except ports.NotReady as exc:
+        logs = c.logs()
+        podman("rm", "-f", name, check=False)
+        pytest.fail(f"container {exc}; logs:\n{logs[-4000:]}")
+    return c
 
 
 @pytest.fixture(scope="session")

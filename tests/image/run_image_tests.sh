@@ -47,7 +47,7 @@ install_podman() {
 }
 
 configure_podman() {
-    # This VM refuses higher ulimits and crun's cgroup mode (see shared/ARCHITECTURE.md).
+    # This VM refuses higher ulimits and crun's cgroup mode.
     local conf=/etc/containers/containers.conf
     if [ ! -f "$conf" ]; then
         log "writing $conf (runc, nofile/nproc limits this VM accepts)"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
+from sklearn_mme.container import ports
 
-from .conftest import REPO, free_port, podman
+from .conftest import REPO, podman
 
 pytestmark = pytest.mark.image
 
@@ -50,7 +50,7 @@ def test_harness_docker_runtime_serves_the_image(tmp_path: Path, image: str, exa
     for name in chosen:
         package_dir(write_model_dir(examples[name], tmp_path / "src"), store / f"{name}.tar.gz")
 
-    port = free_port()
+    port = ports.free_port()
     log = (tmp_path / "harness.log").open("w+")
     env = {
         **os.environ,
@@ -85,16 +85,10 @@ def test_harness_docker_runtime_serves_the_image(tmp_path: Path, image: str, exa
     url = f"http://127.0.0.1:{port}"
     name = None
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert proc.poll() is None, f"mme-local exited with {proc.returncode}:\n{_read(log)[-4000:]}"
-            try:
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, f"mme-local did not answer /ping:\n{_read(log)[-4000:]}"
-            time.sleep(0.5)
+        try:
+            ports.wait_for_ping(url, 240, lambda: proc.poll() is None, 0.5)
+        except ports.NotReady as exc:
+            raise AssertionError(f"mme-local {exc}:\n{_read(log)[-4000:]}") from None
         # The harness may answer /ping a moment before its start-up line reaches the log.
         for _ in range(100):
             match = re.search(r"--name (\S+)", _read(log))

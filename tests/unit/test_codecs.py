@@ -21,7 +21,7 @@ from sklearn_mme.handler.errors import (
     error_body,
     to_error,
 )
-from sklearn_mme.handler.settings import Settings, get_settings
+from sklearn_mme.handler.settings import Settings, SettingsError, get_settings
 
 from tests.unit.conftest import assert_clean_error
 
@@ -350,10 +350,9 @@ def test_settings_from_env(set_env):
     )
     assert s.max_payload_bytes == 512 * 1024 and s.default_accept == CSV and s.default_content_type == JSON
     assert s.skops_trusted_types == ("a.B", "c.D")
-    bad = Settings.from_env(
-        {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "-1", "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "x/y"}
-    )
-    assert bad == Settings()
+    for name, bad in (("SAGEMAKER_MAX_PAYLOAD_IN_MB", "-1"), ("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "x/y")):
+        with pytest.raises(SettingsError, match=f"^{name}='{bad}' "):
+            Settings.from_env({name: bad})
     set_env(SAGEMAKER_MAX_PAYLOAD_IN_MB="1")
     assert get_settings().max_payload_bytes == 1024 * 1024
     assert get_settings() is get_settings()
