@@ -11,9 +11,10 @@ CSV = "text/csv"
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
 NPY = "application/x-npy"
+NPZ = "application/x-npz"  # a scipy.sparse matrix, as scipy.sparse.save_npz writes it
 
 # Server preference order (used to break ties between types matched by the same wildcard).
-SUPPORTED_CONTENT_TYPES: tuple[str, ...] = (CSV, JSON, JSONLINES, NPY)
+SUPPORTED_CONTENT_TYPES: tuple[str, ...] = (CSV, JSON, JSONLINES, NPY, NPZ)
 SUPPORTED_ACCEPT: tuple[str, ...] = (JSON, CSV, JSONLINES, NPY)
 TEXT_TYPES = frozenset({CSV, JSON, JSONLINES})
 
@@ -25,6 +26,7 @@ _ALIASES = {
     "application/jsonl": JSONLINES,
     "application/json-lines": JSONLINES,
     "application/npy": NPY,
+    "application/npz": NPZ,
 }
 
 

@@ -9,8 +9,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
 from sklearn_mme.handler.content_types import negotiate, parse_media_type
-from sklearn_mme.handler.decoders import decode
+from sklearn_mme.handler.decoders import MAX_EXPANDED_BYTES, decode
 from sklearn_mme.handler.encoders import encode
 from sklearn_mme.handler.errors import BadRequest, InferenceError, UserCodeError, one_line
 from sklearn_mme.handler.model_loader import find_model_file, load_model_file, verify_sha256
@@ -24,9 +25,9 @@ def model_fn(model_dir: str | os.PathLike) -> object:
     return load_model_file(path, get_settings().skops_trusted_types)
 
 
-def input_fn(input_data: bytes | str, content_type: str | None) -> np.ndarray:
-    """Decode a request body to a 2-D float array. No content type means text/csv (like SageMaker's sklearn
-    container; MME_DEFAULT_CONTENT_TYPE changes it)."""
+def input_fn(input_data: bytes | str, content_type: str | None) -> np.ndarray | scipy.sparse.csr_matrix:
+    """Decode a request body to a 2-D float array (a sparse CSR matrix for application/x-npz). No content
+    type means text/csv (like SageMaker's sklearn container; MME_DEFAULT_CONTENT_TYPE changes it)."""
     media = parse_media_type(content_type or get_settings().default_content_type)
     return decode(input_data, media)
 
@@ -38,6 +39,30 @@ def check_n_features(data: object, model: object) -> None:
     if isinstance(expected, int | np.integer) and isinstance(shape, tuple) and len(shape) == 2:
         if shape[1] != expected:
             raise BadRequest(f"expected {int(expected)} features, got {shape[1]}")
+
+
+def accepts_sparse(model: object) -> bool:
+    """Whether `model` takes scipy.sparse input, by scikit-learn's estimator tags; a model without tags
+    (not a scikit-learn estimator) is given what the client sent, as the stock container does."""
+    try:
+        from sklearn.utils import get_tags
+
+        return bool(get_tags(model).input_tags.sparse)
+    except Exception:
+        return True
+
+
+def as_model_input(data: object, model: object) -> object:
+    """Sparse input stays sparse for a model that accepts it; otherwise it is densified (bounded)."""
+    if not scipy.sparse.issparse(data) or accepts_sparse(model):
+        return data
+    rows, cols = data.shape
+    if rows * cols * 8 > MAX_EXPANDED_BYTES:
+        raise BadRequest(
+            f"this {type(model).__name__} needs dense input and the sparse {rows}x{cols} input is too large "
+            f"to densify; send fewer rows"
+        )
+    return data.toarray()
 
 
 def _call_model(method, data: object) -> object:
@@ -95,6 +120,7 @@ def _predictions_from(probabilities: object, model: object) -> np.ndarray | None
 def predict_fn(data: object, model: object) -> dict[str, list]:
     """{"predictions": [...]} plus "probabilities" (one list per row) when the model has predict_proba."""
     check_n_features(data, model)
+    data = as_model_input(data, model)
     probabilities = None
     # hasattr is False for pipelines whose last step lacks predict_proba (sklearn's available_if).
     if hasattr(model, "predict_proba"):

@@ -1,4 +1,4 @@
-"""Finding, verifying and loading a model artifact, and importing a model's code/inference.py."""
+"""Finding, verifying and loading a model artifact; importing the script in its code/ (SAGEMAKER_PROGRAM)."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def _load_skops(model_file: Path, trusted: set[str]) -> object:
     return skops.io.load(model_file, trusted=untrusted)
 
 
-# --- code/inference.py ---
+# --- code/inference.py (or SAGEMAKER_PROGRAM) ---
 
 # sys.path and sys.modules are process-global: one model's code is imported at a time.
 _import_lock = threading.RLock()
@@ -109,7 +109,7 @@ _module_ids = itertools.count()
 
 
 class UserCode:
-    """A model's code/inference.py, imported under a unique module name.
+    """A model's code/inference.py (or what SAGEMAKER_PROGRAM names), imported under a unique module name.
 
     Helper modules it imports from code/ are kept here, not in sys.modules, so two models each with their own
     `helper.py` never see each other's. `scope()` puts code/ on sys.path and this model's helpers back into
@@ -119,30 +119,33 @@ class UserCode:
     def __init__(self, code_dir: Path) -> None:
         self.code_dir = Path(os.path.realpath(code_dir))
         self.module: ModuleType | None = None
+        self.program = "inference.py"  # the script's file name in code/, for messages
         self._modules: dict[str, ModuleType] = {}
 
     @classmethod
-    def load(cls, model_dir: Path) -> UserCode | None:
-        """Import model_dir/code/inference.py if present; errors -> ModelLoadError."""
-        path = model_dir / "code" / "inference.py"
+    def load(cls, model_dir: Path, program: str = "inference.py") -> UserCode | None:
+        """Import model_dir/code/<program> (SAGEMAKER_PROGRAM; a file name) if present; errors ->
+        ModelLoadError."""
+        path = model_dir / "code" / program
         if not path.is_file():
             return None
         code = cls(path.parent)
         name = f"mme_user_inference_{next(_module_ids)}"
         try:
             with code.scope():
-                spec = importlib.util.spec_from_file_location(name, code.code_dir / "inference.py")
+                spec = importlib.util.spec_from_file_location(name, code.code_dir / program)
                 if spec is None or spec.loader is None:
-                    raise ImportError("no loader for inference.py")
+                    raise ImportError(f"no loader for {program}")
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[name] = module  # some code (dataclasses, typing) looks itself up while executing
                 spec.loader.exec_module(module)
         except MemoryError:
-            raise InsufficientMemory("not enough memory to import code/inference.py") from None
+            raise InsufficientMemory(f"not enough memory to import code/{program}") from None
         except (Exception, SystemExit) as exc:
             logger.warning("importing %s failed", path, exc_info=exc)
-            raise ModelLoadError(f"code/inference.py failed to import: {_describe(exc)}") from None
+            raise ModelLoadError(f"code/{program} failed to import: {_describe(exc)}") from None
         code.module = module
+        code.program = program
         return code
 
     def function(self, name: str) -> object | None:

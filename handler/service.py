@@ -22,7 +22,7 @@ from sklearn_mme.handler.errors import (
     to_error,
 )
 from sklearn_mme.handler.model_loader import UserCode
-from sklearn_mme.handler.settings import Settings, get_settings
+from sklearn_mme.handler.settings import Settings, SettingsError, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +50,18 @@ class ModelService:
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike) -> ModelService:
-        """Import code/inference.py if present and run model_fn; a bad artifact raises ModelLoadError."""
+        """Import code/inference.py (SAGEMAKER_PROGRAM) if present and run model_fn; a bad artifact raises
+        ModelLoadError."""
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise ModelNotFound(f"model directory {model_dir.name!r} does not exist")
-        user_code = UserCode.load(model_dir)
-        service = cls(None, model_dir, user_code, get_settings())
+        try:
+            settings = get_settings()
+        except SettingsError as exc:  # the container's configuration, not the artifact: no 4xx
+            raise InferenceError(str(exc), status=500) from None
+        user_code = UserCode.load(model_dir, settings.program)
+        service = cls(None, model_dir, user_code, settings)
+        service._refuse_mixed_transform_fn()
         model_fn = service._fns["model_fn"]
         try:
             # The code dir stays importable during model_fn: unpickling may need the helper modules' classes.
@@ -75,6 +81,17 @@ class ModelService:
             raise ModelLoadError(f"the loaded {type(model).__name__} has no predict method")
         service.model = model
         return service
+
+    def _refuse_mixed_transform_fn(self) -> None:
+        """transform_fn replaces input_fn/predict_fn/output_fn; defining both is an error in the toolkit and
+        the stock container, so it is one here too rather than the others being silently ignored."""
+        mixed = [name for name in ("input_fn", "predict_fn", "output_fn") if name in self._user]
+        if self._transform_fn is not None and mixed:
+            program = self._user_code.program if self._user_code else "inference.py"
+            raise ModelLoadError(
+                f"code/{program} defines transform_fn together with {', '.join(mixed)}: "
+                f"define either transform_fn or input_fn/predict_fn/output_fn"
+            )
 
     def invoke(
         self, body: bytes, content_type: str | None, accept: str | None, custom_attributes: str | None = None

@@ -89,7 +89,18 @@ DEFAULT_CONTENT = EnvVar("MME_DEFAULT_CONTENT_TYPE", _media_type(SUPPORTED_CONTE
                          DEFAULT_CONTENT_TYPE, "how a request without Content-Type is read")
 SKOPS_TRUSTED = EnvVar("MME_SKOPS_TRUSTED_TYPES", _type_names, "",
                        "comma-separated extra types trusted when loading `model.skops`")
-VARIABLES: tuple[EnvVar, ...] = (MAX_PAYLOAD, DEFAULT_ACCEPT, DEFAULT_CONTENT, SKOPS_TRUSTED)
+
+
+def _program(text: str) -> str:
+    """A script name (`serve.py`) or module name (`serve`) in code/, as the toolkit reads it; never a path."""
+    if "/" in text or "\\" in text:
+        raise ValueError("is a path: name a script in the model's code/, e.g. inference.py")
+    return text if text.endswith(".py") else text + ".py"
+
+
+PROGRAM = EnvVar("SAGEMAKER_PROGRAM", _program, "inference.py",
+                 "the user script in a model's `code/` that may override the handler's functions")
+VARIABLES: tuple[EnvVar, ...] = (MAX_PAYLOAD, DEFAULT_ACCEPT, DEFAULT_CONTENT, SKOPS_TRUSTED, PROGRAM)
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,7 @@ class Settings:
     default_accept: str = DEFAULT_ACCEPT.default
     default_content_type: str = DEFAULT_CONTENT.default
     skops_trusted_types: tuple[str, ...] = ()
+    program: str = PROGRAM.default
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -108,6 +120,7 @@ class Settings:
             default_accept=DEFAULT_ACCEPT.read(env),
             default_content_type=DEFAULT_CONTENT.read(env),
             skops_trusted_types=SKOPS_TRUSTED.read(env) or (),
+            program=PROGRAM.read(env),
         )
 
 

@@ -10,19 +10,80 @@
 # image tests are reported as skipped with the reason (the rest of tests/image still runs).
 #
 # Environment: MME_IMAGE (default localhost/sklearn-mme:test), MME_BASE_IMAGE (default localhost/bookworm-base),
-# DEBIAN_MIRROR (default http://deb.debian.org/debian), MME_HOST_CA (default /etc/ssl/certs/ca-certificates.crt:
-# mounted into the build for HTTPS through an intercepting proxy; never copied into the image).
+# MME_HOST_CA (default /etc/ssl/certs/ca-certificates.crt: mounted into the build for HTTPS through an
+# intercepting proxy; never copied into the image).
+# The Debian mirror for the base (debootstrap, and the base's apt sources): DEBIAN_MIRROR and
+# DEBIAN_SECURITY_MIRROR, else this machine's own apt configuration (MME_APT_ETC, default /etc/apt: sources.list,
+# sources.list.d/*.list and deb822 *.sources). The repository names no mirror; with neither, making the base
+# fails with a message saying so. `run_image_tests.sh --print-mirrors` prints what would be used.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
 
 IMAGE=${MME_IMAGE:-localhost/sklearn-mme:test}
 BASE=${MME_BASE_IMAGE:-localhost/bookworm-base}
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 HOST_CA=${MME_HOST_CA:-/etc/ssl/certs/ca-certificates.crt}
+APT_ETC=${MME_APT_ETC:-/etc/apt}
 t_start=$SECONDS
 
 log() { printf '[image-test] %s\n' "$*" >&2; }
+
+# "URI SUITE" for every enabled binary ('deb') source of this machine, one-line and deb822 formats.
+apt_sources() {
+    local f
+    for f in "$APT_ETC/sources.list" "$APT_ETC"/sources.list.d/*.list; do
+        [ -f "$f" ] || continue
+        # deb [option=value ...] URI SUITE COMPONENT...
+        awk '$1 == "deb" {
+                 i = 2
+                 if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+                 if (i + 1 <= NF) print $i, $(i + 1)
+             }' "$f"
+    done
+    for f in "$APT_ETC"/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        awk 'function flush(   n, m, i, j, u, s) {
+                 if ((" " types " ") ~ / deb / && tolower(enabled) !~ /no/) {
+                     n = split(uris, u, " "); m = split(suites, s, " ")
+                     for (i = 1; i <= n; i++) for (j = 1; j <= m; j++) print u[i], s[j]
+                 }
+                 types = uris = suites = enabled = key = ""
+             }
+             function add(k, v) {
+                 if (k == "types") types = types " " v
+                 else if (k == "uris") uris = uris " " v
+                 else if (k == "suites") suites = suites " " v
+                 else if (k == "enabled") enabled = enabled v
+             }
+             /^[[:space:]]*$/ { flush(); next }
+             /^#/ { next }
+             /^[[:space:]]/ { add(key, $0); next }
+             { key = tolower(substr($0, 1, index($0, ":") - 1)); add(key, substr($0, index($0, ":") + 1)) }
+             END { flush() }' "$f"
+    done
+}
+
+# The first http(s)/file URI among this machine's sources whose suite matches the extended regex $1.
+apt_uri() {
+    apt_sources | awk -v re="$1" '$2 ~ re && $1 ~ /^(https?|file):/ { sub(/\/+$/, "", $1); print $1; exit }'
+}
+
+resolve_mirrors() {
+    # A Debian archive serves every release, so the host's own release's mirror serves bookworm too.
+    MIRROR=${DEBIAN_MIRROR:-$(apt_uri '^(bullseye|bookworm|trixie|forky|sid|oldstable|stable|testing|unstable)$')}
+    SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-$(apt_uri '^[a-z]+-security$')}
+    if [ -z "$MIRROR" ]; then
+        log "no Debian mirror: $APT_ETC has no enabled Debian source (deb ... bookworm, trixie, ...);" \
+            "set DEBIAN_MIRROR to your Debian mirror's URL (and DEBIAN_SECURITY_MIRROR for security updates)"
+        return 1
+    fi
+}
+
+if [ "${1:-}" = "--print-mirrors" ]; then
+    resolve_mirrors || exit 1
+    printf 'DEBIAN_MIRROR=%s\nDEBIAN_SECURITY_MIRROR=%s\n' "$MIRROR" "$SECURITY_MIRROR"
+    exit 0
+fi
 if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo -n); fi
 
 skip_reason=""
@@ -62,15 +123,20 @@ make_base() {
         log "base $BASE exists (cached)"
         return 0
     fi
+    resolve_mirrors || exit 1
     log "making $BASE with debootstrap --variant=minbase bookworm ($MIRROR)"
     local t0=$SECONDS rootfs
     rootfs=$(mktemp -d /var/tmp/bookworm-rootfs.XXXXXX)
     "${SUDO[@]}" debootstrap --variant=minbase bookworm "$rootfs" "$MIRROR" >/dev/null
     # Like debian:bookworm-slim: updates and security sources; no docs, man pages or translations (now or
     # from later installs); no caches or package lists.
-    printf '%s\n' "deb $MIRROR bookworm main" "deb $MIRROR bookworm-updates main" \
-        "deb http://deb.debian.org/debian-security bookworm-security main" \
-        | "${SUDO[@]}" tee "$rootfs/etc/apt/sources.list" >/dev/null
+    local sources=("deb $MIRROR bookworm main" "deb $MIRROR bookworm-updates main")
+    if [ -n "$SECURITY_MIRROR" ]; then
+        sources+=("deb $SECURITY_MIRROR bookworm-security main")
+    else
+        log "WARNING: no security mirror (set DEBIAN_SECURITY_MIRROR): the base has no bookworm-security source"
+    fi
+    printf '%s\n' "${sources[@]}" | "${SUDO[@]}" tee "$rootfs/etc/apt/sources.list" >/dev/null
     printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
         'path-exclude /usr/share/man/*' 'path-exclude /usr/share/groff/*' 'path-exclude /usr/share/info/*' \
         'path-exclude /usr/share/lintian/*' 'path-exclude /usr/share/linda/*' 'path-exclude /usr/share/locale/*' \

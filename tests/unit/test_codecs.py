@@ -6,11 +6,13 @@ import io
 import json
 import logging
 import math
+import zipfile
 
 import numpy as np
 import pytest
-from sklearn_mme.handler.content_types import CSV, JSON, JSONLINES, NPY, negotiate, parse_media_type
-from sklearn_mme.handler.decoders import decode
+import scipy.sparse
+from sklearn_mme.handler.content_types import CSV, JSON, JSONLINES, NPY, NPZ, negotiate, parse_media_type
+from sklearn_mme.handler.decoders import MAX_EXPANDED_BYTES, decode
 from sklearn_mme.handler.encoders import encode
 from sklearn_mme.handler.errors import (
     BadRequest,
@@ -34,6 +36,34 @@ def npy_bytes(array: np.ndarray, **kw) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array, **kw)
     return buf.getvalue()
+
+
+def npz_bytes(matrix, compressed: bool = True) -> bytes:
+    buf = io.BytesIO()
+    scipy.sparse.save_npz(buf, matrix, compressed=compressed)
+    return buf.getvalue()
+
+
+def npz_of(arrays: dict[str, bytes]) -> bytes:
+    """An .npz archive with these members (name -> .npy bytes), as np.savez lays it out."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for name, data in arrays.items():
+            archive.writestr(name, data)
+    return buf.getvalue()
+
+
+def csr_members(**override: bytes) -> dict[str, bytes]:
+    """The members save_npz writes for a valid 2x3 CSR matrix, with some replaced."""
+    members = {
+        "format.npy": npy_bytes(np.array(b"csr")),
+        "shape.npy": npy_bytes(np.array([2, 3])),
+        "data.npy": npy_bytes(np.array([1.0, 2.0])),
+        "indices.npy": npy_bytes(np.array([0, 2], dtype=np.int32)),
+        "indptr.npy": npy_bytes(np.array([0, 1, 2], dtype=np.int32)),
+    }
+    members.update({f"{k}.npy": v for k, v in override.items()})
+    return members
 
 
 # --- media types and Accept ---
@@ -170,7 +200,8 @@ def test_json_single_row_and_null():
         b"[]",
         b"[[]]",
         b'{"data": [[1]]}',
-        b'[["1", 2]]',
+        b'[["one", 2]]',
+        b'[[""]]',
         b"[[true, 2]]",
         b"[[1, 2], [3]]",
         b"[1, [2]]",
@@ -187,6 +218,53 @@ def test_json_malformed_is_400(body):
     with pytest.raises(BadRequest) as info:
         dec(body, JSON)
     assert_clean_error(info.value, 400)
+
+
+def test_json_numbers_as_strings_are_read_as_floats():
+    expected = [[5.1, 3.5, 1.4, 0.2]]
+    for body in (
+        '["5.1", "3.5", "1.4", "0.2"]',
+        '[["5.1", "3.5", "1.4", "0.2"]]',
+        '{"instances": [["5.1", "3.5", 1.4, " 0.2 "]]}',
+        '{"inputs": ["5.1", "3.5", "1.4", "2e-1"]}',
+        '{"instances": [{"features": ["5.1", "3.5", "1.4", "0.2"]}]}',
+    ):
+        np.testing.assert_array_equal(dec(body, JSON), expected, err_msg=body)
+    lines = '["5.1", "3.5", "1.4", "0.2"]\n{"features": ["1", "2", "3", "4"]}\n'
+    np.testing.assert_array_equal(dec(lines, JSONLINES), [[5.1, 3.5, 1.4, 0.2], [1, 2, 3, 4]])
+    assert dec('["-7"]', JSON).dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        # A single row is row 1; the column is the 1-based position of the bad value.
+        ('["5.1", "abc", "1.4"]', JSON, "row 1, column 2 is not a number: 'abc'"),
+        ('[5.1, "abc"]', JSON, "row 1, column 2 is not a number: 'abc'"),
+        ("[1, [2]]", JSON, "row 1, column 2 is not a number: [2]"),
+        ("[1, true]", JSON, "row 1, column 2 is not a number: True"),
+        ('{"instances": [["1", "2"], ["3", ""]]}', JSON, "row 2, column 2 is not a number: ''"),
+        ('{"inputs": [[1, 2], 3]}', JSON, "row 2 is not a list of numbers"),
+        ("[[1, 2], [3]]", JSON, "row 2 has 1 features, row 1 has 2"),
+        ('[1, 2]\n\n["3", "x"]\n', JSONLINES, "row 2, column 2 is not a number: 'x'"),
+        ('[[1, 2], [3, 4]]\n{"features": [5, null, {}]}', JSONLINES, "row 3, column 3 is not a number: {}"),
+        ("1,2\n3,x", CSV, "CSV row 2, column 2 is not numeric: 'x'"),
+        ("a,b\n1,2", CSV, "CSV row 1, column 1 is not numeric: 'a' (send 'text/csv; header=present'"),
+        ("1,2\n\n3,4,5", CSV, "row 2 has 3 features, row 1 has 2"),
+    ],
+)
+def test_error_messages_count_rows_and_columns(body, content_type, message):
+    with pytest.raises(BadRequest) as info:
+        dec(body, content_type)
+    assert_clean_error(info.value, 400)
+    assert message in info.value.message
+    assert "instance" not in info.value.message and "feature " not in info.value.message
+
+
+def test_csv_header_present_counts_data_rows_without_the_hint():
+    with pytest.raises(BadRequest) as info:
+        dec("a,b\n1,2\n3,?", "text/csv; header=present")
+    assert info.value.message == "CSV row 2, column 2 is not numeric: '?'"
 
 
 def test_jsonlines_rows_and_objects():
@@ -259,11 +337,110 @@ def test_npy_huge_declared_shape_is_rejected_before_allocating():
         dec(fake, NPY)
 
 
+# --- .npz (scipy.sparse) ---
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
+@pytest.mark.parametrize("compressed", [True, False])
+def test_npz_sparse_matrix_stays_sparse(fmt, compressed):
+    dense = np.array([[0, 1.5, 0, 0], [0, 0, 0, -2], [3, 0, 0, 0]])
+    out = dec(npz_bytes(scipy.sparse.csr_matrix(dense).asformat(fmt), compressed), NPZ)
+    assert scipy.sparse.issparse(out) and out.format == "csr" and out.dtype == np.float64
+    np.testing.assert_array_equal(out.toarray(), dense)
+
+
+def test_npz_sparse_array_ints_and_one_row():
+    out = dec(npz_bytes(scipy.sparse.csr_array(np.array([[0, 2], [3, 0]], dtype=np.int8))), "application/npz")
+    np.testing.assert_array_equal(out.toarray(), [[0, 2], [3, 0]])
+    assert out.dtype == np.float64
+    one = dec(npz_bytes(scipy.sparse.coo_array(np.array([0.0, 4.0, 0.0]))), NPZ)
+    assert one.shape == (1, 3) and one.toarray().tolist() == [[0, 4, 0]]
+
+
+def test_npz_never_unpickles():
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    pickled = npy_bytes(np.array([Boom()], dtype=object), allow_pickle=True)
+    for member in ("data", "format"):
+        with pytest.raises(BadRequest) as info:
+            dec(npz_of(csr_members(**{member: pickled})), NPZ)
+        assert_clean_error(info.value, 400)
+        assert "not numeric" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"PK\x03\x04 not really a zip",
+        b"\x93NUMPY an npy, not an npz",
+        npz_bytes(scipy.sparse.csr_matrix(np.eye(3)))[:-20],  # truncated
+        npz_of({}),
+        npz_of({"data.npy": npy_bytes(np.zeros(3))}),  # a dense np.savez, no sparse format
+        npz_of(csr_members(indices=npy_bytes(np.array([0, 3], dtype=np.int32)))),  # column 3 of 3
+        npz_of(csr_members(indices=npy_bytes(np.array([0, -1], dtype=np.int32)))),
+        npz_of(csr_members(indptr=npy_bytes(np.array([0, 2, 1], dtype=np.int32)))),  # not monotonic
+        npz_of(csr_members(indptr=npy_bytes(np.array([0, 1], dtype=np.int32)))),  # too short for 2 rows
+        npz_of(csr_members(data=npy_bytes(np.array([1 + 2j, 3j])))),
+        npz_of(csr_members(data=npy_bytes(np.array(["a", "b"])))),
+        npz_of(csr_members(format=npy_bytes(np.array(b"dia")))),
+        npz_of(csr_members(format=npy_bytes(np.array(b"spmatrix_or_anything")))),
+        npz_of(csr_members(shape=npy_bytes(np.array([0, 3])), indptr=npy_bytes(np.array([0])),
+                           data=npy_bytes(np.zeros(0)), indices=npy_bytes(np.zeros(0, dtype=np.int32)))),
+        npz_of(csr_members(data=npy_bytes(np.zeros(2))[:-8])),  # header says more than the member holds
+        npz_of({**csr_members(), "evil.pkl": b"\x80\x04."}),
+        npz_bytes(scipy.sparse.dia_matrix(np.eye(3))),
+        npz_bytes(scipy.sparse.bsr_matrix(np.eye(4), blocksize=(2, 2))),
+        npz_bytes(scipy.sparse.coo_matrix(([1.0], ([0], [0])), shape=(10**12, 4))),  # indptr would be 8 TB
+        "text, not bytes",
+    ],
+)
+def test_npz_malformed_is_400_one_line(body):
+    with pytest.raises(BadRequest) as info:
+        dec(body, NPZ)
+    assert_clean_error(info.value, 400)
+
+
+def test_npz_coo_out_of_its_shape_is_400():
+    members = {
+        "format.npy": npy_bytes(np.array(b"coo")),
+        "shape.npy": npy_bytes(np.array([2, 2])),
+        "data.npy": npy_bytes(np.array([1.0])),
+        "row.npy": npy_bytes(np.array([5])),
+        "col.npy": npy_bytes(np.array([0])),
+    }
+    with pytest.raises(BadRequest) as info:
+        dec(npz_of(members), NPZ)
+    assert_clean_error(info.value, 400)
+
+
+def test_npz_zip_bomb_is_refused_before_inflating():
+    # 2x the limit of zeros deflates to a few hundred KB; the declared sizes are refused before reading.
+    rows = MAX_EXPANDED_BYTES // (8 * 1024) * 2
+    data = np.zeros(rows * 1024)
+    members = csr_members(
+        shape=npy_bytes(np.array([rows, 1024])),
+        data=npy_bytes(data),
+        indices=npy_bytes(np.zeros(data.size, dtype=np.int32)),
+        indptr=npy_bytes(np.arange(0, data.size + 1, 1024, dtype=np.int64)),
+    )
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, member in members.items():
+            archive.writestr(name, member)
+    body = buf.getvalue()
+    assert len(body) < 6 * 1024 * 1024
+    with pytest.raises(BadRequest, match="expand to more than"):
+        dec(body, NPZ)
+
+
 def test_unknown_content_type_is_415_naming_supported():
     with pytest.raises(UnsupportedMediaType) as info:
         dec(b"1,2", "application/x-www-form-urlencoded")
     assert_clean_error(info.value, 415)
     assert "text/csv" in info.value.message and "application/x-npy" in info.value.message
+    assert "application/x-npz" in info.value.message
 
 
 # --- encoders ---
@@ -356,3 +533,20 @@ def test_settings_from_env(set_env):
     set_env(SAGEMAKER_MAX_PAYLOAD_IN_MB="1")
     assert get_settings().max_payload_bytes == 1024 * 1024
     assert get_settings() is get_settings()
+
+
+@pytest.mark.parametrize(
+    ("raw", "program"), [("serve.py", "serve.py"), (" serve ", "serve.py"), ("x.y.py", "x.y.py")]
+)
+def test_settings_sagemaker_program(raw, program):
+    assert Settings.from_env({"SAGEMAKER_PROGRAM": raw}).program == program
+    blank = Settings.from_env({"SAGEMAKER_PROGRAM": " "})
+    assert blank.program == "inference.py"  # blank is unset, as for every variable
+
+
+@pytest.mark.parametrize(
+    "raw", ["code/serve.py", "../serve.py", "/opt/ml/code/serve.py", "a\\b.py"]
+)
+def test_settings_sagemaker_program_path_is_an_error(raw):
+    with pytest.raises(SettingsError, match="SAGEMAKER_PROGRAM"):
+        Settings.from_env({"SAGEMAKER_PROGRAM": raw})

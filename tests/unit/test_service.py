@@ -13,12 +13,14 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
+import scipy.sparse
 import skops.io
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, MaxAbsScaler, StandardScaler
 from sklearn_mme.container.examples import Example, write_model_dir
 from sklearn_mme.handler.errors import (
     BadRequest,
@@ -150,6 +152,87 @@ def test_pipeline_without_predict_proba_has_no_probabilities(tmp_path, examples)
     out = json.loads(service.invoke(encode_rows(X, "text/csv"), "text/csv", None)[0])
     assert set(out) == {"predictions"}
     np.testing.assert_allclose(out["predictions"], pipe.predict(X))
+
+
+# --- application/x-npz: sparse input ---
+
+
+def npz_bytes(matrix) -> bytes:
+    buf = io.BytesIO()
+    scipy.sparse.save_npz(buf, matrix)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def sparse_data() -> tuple[scipy.sparse.csr_matrix, np.ndarray]:
+    """Bag-of-words-like data: 300 rows, 60 columns, 8% non-zero."""
+    rng = np.random.default_rng(7)
+    X = scipy.sparse.random(300, 60, density=0.08, format="csr", random_state=rng)
+    y = (X @ rng.normal(size=60) > 0).astype(int) + (X[:, 0].toarray().ravel() > 0.5)
+    return X, y
+
+
+def _dump(model: object, model_dir: Path) -> Path:
+    model_dir.mkdir()
+    joblib.dump(model, model_dir / "model.joblib")
+    return model_dir
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LogisticRegression(max_iter=2000),
+        lambda: make_pipeline(MaxAbsScaler(), LogisticRegression(max_iter=2000)),
+        lambda: Ridge(),
+    ],
+    ids=["logreg", "maxabs_logreg_pipeline", "ridge"],
+)
+def test_npz_reaches_a_model_trained_on_sparse_data_still_sparse(tmp_path, sparse_data, make):
+    X, y = sparse_data
+    model = make().fit(X, y)
+    service = ModelService.load(_dump(model, tmp_path / "m"))
+    seen: list[object] = []
+    method = "predict_proba" if hasattr(model, "predict_proba") else "predict"
+    real = getattr(service.model, method)
+    setattr(service.model, method, lambda data: seen.append(data) or real(data))  # records what predict got
+    for fmt in ("csr", "csc", "coo"):
+        body, response_type = service.invoke(npz_bytes(X.asformat(fmt)), "application/x-npz", None)
+        out = json.loads(body)
+        assert response_type == "application/json"
+        np.testing.assert_allclose(out["predictions"], model.predict(X), rtol=1e-12)
+        if method == "predict_proba":
+            assert out["predictions"] == model.predict(X).tolist()
+            np.testing.assert_allclose(out["probabilities"], model.predict_proba(X), rtol=1e-12)
+    assert len(seen) == 3 and all(scipy.sparse.issparse(data) for data in seen)
+
+
+def test_npz_is_densified_for_a_model_that_needs_dense_input(tmp_path, sparse_data):
+    X, y = sparse_data
+    dense = X.toarray()
+    model = HistGradientBoostingClassifier(max_iter=20).fit(dense, y)
+    service = ModelService.load(_dump(model, tmp_path / "m"))
+    out = json.loads(service.invoke(npz_bytes(X), "application/x-npz", "application/json")[0])
+    assert out["predictions"] == model.predict(dense).tolist()
+    np.testing.assert_allclose(out["probabilities"], model.predict_proba(dense), rtol=1e-12)
+
+
+def test_npz_request_errors(tmp_path, sparse_data, monkeypatch):
+    X, y = sparse_data
+    service = ModelService.load(_dump(LogisticRegression(max_iter=2000).fit(X, y), tmp_path / "m"))
+    err = error_of(service.invoke, npz_bytes(X[:, :59]), "application/x-npz", None)
+    assert_clean_error(err, 400)
+    assert err.message == "expected 60 features, got 59"
+    err = error_of(service.invoke, npz_bytes(X)[:100], "application/x-npz", None)
+    assert_clean_error(err, 400)
+    assert err.message.startswith("malformed .npz")
+    # Densifying is bounded: a dense-only model and a sparse input whose dense copy is past the limit.
+    dense_only = ModelService.load(
+        _dump(HistGradientBoostingClassifier(max_iter=5).fit(X.toarray(), y), tmp_path / "d")
+    )
+    monkeypatch.setattr("sklearn_mme.handler.defaults.MAX_EXPANDED_BYTES", X.shape[0] * X.shape[1] * 8 - 1)
+    err = error_of(dense_only.invoke, npz_bytes(X), "application/x-npz", None)
+    assert_clean_error(err, 400)
+    assert "too large to densify" in err.message
 
 
 # --- request errors through invoke ---
@@ -356,8 +439,9 @@ def test_user_transform_fn_replaces_the_others(model_dir):
     write_code(
         model_dir,
         """
-        def input_fn(input_data, content_type):
-            raise AssertionError("not called when transform_fn exists")
+        def model_fn(model_dir):  # model_fn is not one of the functions transform_fn replaces
+            import joblib
+            return joblib.load(f"{model_dir}/model.joblib")
 
         def transform_fn(model, body, content_type, accept):
             return f"{type(model).__name__}|{body}|{content_type}|{accept}"
@@ -370,6 +454,72 @@ def test_user_transform_fn_replaces_the_others(model_dir):
     out, response_type = service.invoke(b"\x00\x01", "application/octet-stream", "text/plain")
     assert out == b"LogisticRegression|b'\\x00\\x01'|application/octet-stream|text/plain"
     assert response_type == "text/plain"
+
+
+@pytest.mark.parametrize(
+    "others", [("input_fn",), ("predict_fn",), ("output_fn",), ("input_fn", "predict_fn", "output_fn")]
+)
+def test_user_transform_fn_with_another_function_is_a_load_error(model_dir, others):
+    source = "def transform_fn(model, body, content_type, accept):\n    return 'unreachable'\n"
+    source += "".join(f"def {name}(*args):\n    return args[0]\n" for name in others)
+    write_code(model_dir, source)
+    err = error_of(ModelService.load, model_dir)
+    assert isinstance(err, ModelLoadError)
+    assert_clean_error(err, 400)
+    assert err.message == (
+        f"code/inference.py defines transform_fn together with {', '.join(others)}: "
+        "define either transform_fn or input_fn/predict_fn/output_fn"
+    )
+
+
+def test_sagemaker_program_names_the_script_in_code(set_env, model_dir, examples):
+    X = examples["iris_logreg"].X[:3]
+    write_code(model_dir, "def output_fn(prediction, accept):\n    return 'from inference.py'\n")
+    write_code(
+        model_dir,
+        """
+        from helper import label
+
+        def output_fn(prediction, accept):
+            return label(prediction), "text/plain"
+        """,
+        name="serve.py",
+    )
+    write_code(
+        model_dir, "def label(p):\n    return 'serve.py:' + ','.join(map(str, p['predictions']))\n",
+        name="helper.py",
+    )
+    expected = "serve.py:" + ",".join(str(x) for x in examples["iris_logreg"].model.predict(X).tolist())
+    csv = encode_rows(X, "text/csv")
+    for program in ("serve.py", "serve"):  # the toolkit takes a script or a module name
+        set_env(SAGEMAKER_PROGRAM=program)
+        body, response_type = ModelService.load(model_dir).invoke(csv, "text/csv", None)
+        assert (body.decode(), response_type) == (expected, "text/plain")
+    set_env(SAGEMAKER_PROGRAM="absent.py")  # no such script: the defaults, as with no code/inference.py
+    body, _ = ModelService.load(model_dir).invoke(csv, "text/csv", None)
+    assert json.loads(body)["predictions"] == examples["iris_logreg"].model.predict(X).tolist()
+
+
+def test_sagemaker_program_the_default_is_inference_py(model_dir):
+    write_code(model_dir, "def output_fn(prediction, accept):\n    return 'from inference.py'\n")
+    write_code(model_dir, "def output_fn(prediction, accept):\n    return 'from serve.py'\n", name="serve.py")
+    assert ModelService.load(model_dir).invoke(b"1,2,3,4", "text/csv", None)[0] == b"from inference.py"
+
+
+@pytest.mark.parametrize("program", ["code/serve.py", "../serve.py"])
+def test_sagemaker_program_path_fails_the_load_cleanly(set_env, model_dir, program):
+    set_env(SAGEMAKER_PROGRAM=program)
+    err = error_of(ModelService.load, model_dir)
+    assert_clean_error(err, 500)
+    assert "SAGEMAKER_PROGRAM" in err.message
+
+
+def test_sagemaker_program_import_error_names_the_script(set_env, model_dir):
+    write_code(model_dir, "import no_such_module_here\n", name="serve.py")
+    set_env(SAGEMAKER_PROGRAM="serve.py")
+    err = error_of(ModelService.load, model_dir)
+    assert_clean_error(err, 400)
+    assert err.message.startswith("code/serve.py failed to import: ModuleNotFoundError")
 
 
 def test_user_code_helper_modules_do_not_leak_between_models(tmp_path, examples):
@@ -496,6 +646,7 @@ CONTENT_TYPES = st.sampled_from(
         "application/json",
         "application/jsonlines",
         "application/x-npy",
+        "application/x-npz",
         "text/csv; header=present",
         "application/json; charset=latin-1",
         "text/csv; charset=utf-16",
