@@ -2,6 +2,7 @@ package com.mme.mms;
 
 import com.amazonaws.ml.mms.http.ErrorResponse;
 import com.amazonaws.ml.mms.util.NettyUtils;
+import com.amazonaws.ml.mms.util.messages.BaseModelRequest;
 import com.amazonaws.ml.mms.util.messages.ModelWorkerResponse;
 import com.amazonaws.ml.mms.wlm.BatchAggregator;
 import com.amazonaws.ml.mms.wlm.Model;
@@ -37,6 +38,7 @@ final class LoadAttempt {
 
     private static final Logger logger = LoggerFactory.getLogger(LoadAttempt.class);
     static final AtomicLong FAILED = new AtomicLong();
+    private static final long DISCARD_WAIT_MS = 60_000;
     /** Settles failures off the worker thread, which the clean-up stops (MMS's own interrupts itself). */
     private static final ExecutorService SETTLER =
             new ThreadPoolExecutor(
@@ -57,6 +59,7 @@ final class LoadAttempt {
     private final AtomicInteger loading;
     private final AtomicBoolean settled = new AtomicBoolean();
     private volatile String reason;
+    private volatile boolean failed;
     /** This load's worker threads: the list MMS keeps in its workers map for the model. */
     final List<WorkerThread> threads = new ArrayList<>();
     final WorkerStateListener listener;
@@ -82,6 +85,7 @@ final class LoadAttempt {
         if (!settled.compareAndSet(false, true)) {
             return;
         }
+        failed = true;
         SETTLER.execute(
                 () -> {
                     String why = reason != null ? reason : defaultReason(status);
@@ -133,6 +137,21 @@ final class LoadAttempt {
                 reason = message.getMessage(); // the load reply, read before MMS sets the worker's state
             }
             super.sendResponse(message);
+        }
+
+        /**
+         * After its load failed, MMS's worker thread would go on to take requests queued for the model
+         * (they wait for the load) and fail them 500 on its dead backend: it waits instead, until the
+         * clean-up stops it (an interrupt), and the queued requests get 404.
+         */
+        @Override
+        public BaseModelRequest getRequest(String threadName, WorkerState state)
+                throws InterruptedException {
+            if (failed) {
+                Thread.sleep(DISCARD_WAIT_MS);
+                throw new InterruptedException("load failed");
+            }
+            return super.getRequest(threadName, state);
         }
     }
 
