@@ -11,7 +11,8 @@ classes=$(mktemp -d)
 trap 'rm -rf "$classes"' EXIT
 javac --release 17 -Xlint:all,-processing -Werror -cp "$mms_jar" -d "$classes" "$src"/com/mme/mms/*.java
 cp -r "$src/META-INF" "$classes/"
-# The jar sits in site-packages/mms/frontend/; its distribution's metadata names the version.
+# In a venv the jar sits in site-packages/mms/frontend/ and its distribution's metadata names the version;
+# elsewhere (the image's plugin stage) the digest alone identifies it.
 version=unknown
 for meta in "$(dirname "$mms_jar")"/../../multi_model_server-*.dist-info/METADATA; do
     [ -f "$meta" ] && version=$(sed -n 's/^Version: //p' "$meta" | head -n1)
