@@ -2,7 +2,8 @@
 
 MMS's Java front talks to a model's worker over a Unix socket with MMS's binary protocol. We reuse
 MMS's worker class and codec, and change three things: a model that fails to load is answered with
-its status (400 bad artifact, 507 no room, 500 otherwise) and reported so `serve` can unregister it;
+its status (400 bad artifact, 507 no room, 500 otherwise) and its reason, which our MMS plugin puts
+in the answer after unregistering the model;
 on SIGTERM a worker finishes what it was sent and then exits (so a stopping container completes
 in-flight requests); and every process we create dies with its parent, leaving no orphans.
 With the zygote, `serve_connection` runs in a worker forked per connection; with MME_BACKEND=vanilla,
@@ -11,7 +12,6 @@ With the zygote, `serve_connection` runs in a worker forked per connection; with
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import select
@@ -31,31 +31,12 @@ log = logging.getLogger("mme.backend")
 DRAIN_IDLE_S = 0.3
 
 
-def report_failed_load(name: str, status: int, reason: str) -> None:
-    """Tell `serve` a load failed, so it unregisters the model (see server.FailedLoadJanitor).
-
-    MMS 1.1.11 answers a failed load with our status but then fails to unregister the model (its
-    worker thread interrupts itself while waiting for the backend to die), leaving it listed and
-    blocking a retry with 409. It kills this process on the way, so the clean-up can't be ours.
-    """
-    path = os.environ.get("_MME_EVENTS_SOCKET")  # set by serve
-    if not path:
-        return
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            message = {"name": name, "status": status, "reason": reason[:2000]}
-            s.sendto(json.dumps(message).encode("utf-8"), path)
-    except OSError as exc:
-        log.warning("could not report the failed load of %s: %s", name, exc)
-
-
 class Backend(MXNetModelServiceWorker):
     def load_model(self, load_model_request=None):
-        result = self._load(load_model_request)
-        if result[1] != 200:
-            report_failed_load(load_model_request["modelName"].decode("utf-8", "replace"), result[1],
-                               str(result[0]))
-        return result
+        # A failure's message is its reason: our MMS plugin unregisters the model, logs the reason and
+        # puts it in the answer's body (LoadAttempt.java). One line, as it goes into a JSON body and a log.
+        result, code = self._load(load_model_request)
+        return (result, code) if code == 200 else (" ".join(str(result).split()), code)
 
     def _load(self, load_model_request):
         name = load_model_request["modelName"].decode("utf-8", "replace")
@@ -109,8 +90,7 @@ class Backend(MXNetModelServiceWorker):
                 os.remove(os.path.join(self.tmp_dir, io_fd + suffix))
             except OSError:
                 pass
-        # _load, not load_model: this model is registered and stays so; a failed reload must not send it
-        # to serve's failed-load janitor, which would unregister it. MMS restarts the worker instead.
+        # A failed reload leaves the model registered: MMS restarts the worker.
         result, code = self._load(load_message)
         if code != 200:
             log.warning("replacement worker could not load the model (%d): %s", code, result)

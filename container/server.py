@@ -10,24 +10,23 @@ SIGTERM stops Java, the zygote and every backend: nothing is left behind.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
+import zipfile
 from importlib import resources
 from pathlib import Path
 
 import mms
-from sklearn_mme.container import failed_load
 from sklearn_mme.container.procutil import die_with_parent, kill_group
 from sklearn_mme.container.settings import ServeSettings, SettingsError, Wiring
 
@@ -104,82 +103,64 @@ def _java_cmd(s: ServeSettings, run: Path, python: Path) -> list[str]:
 
 def _plugin_jar() -> list[str]:
     """Our MMS plugin (container/java): on unload, lets the request in the worker finish and answers the
-    queued ones 404; refuses loads MMS cannot start with 400; lets MMS's idle worker threads go after 2 s
-    instead of 60. Built by scripts/setup.sh and the Dockerfile."""
+    queued ones 404; refuses loads MMS cannot start with 400; unregisters a failed load before answering
+    it, with its reason; lets MMS's idle worker threads go after 2 s instead of 60. Built by
+    scripts/setup.sh and the Dockerfile. Without it MMS misbehaves under faults: refuse to start."""
     jar = LIB / PLUGIN_JAR
-    if jar.is_file():
-        return [str(jar)]
-    log(f"WARNING: {jar} is missing (run scripts/setup.sh): unloads will fail the request in the worker "
-        "and leave queued ones unanswered, and unloaded models' threads linger 60 s")
-    return []
+    if not jar.is_file():
+        raise SettingsError(f"the MMS plugin {jar} is missing: build it with scripts/setup.sh")
+    _check_plugin_built_for(jar, Path(mms.__file__).resolve().parent / "frontend" / "model-server.jar")
+    return [str(jar)]
+
+
+def _check_plugin_built_for(jar: Path, mms_jar: Path) -> None:
+    """The plugin reads MMS's private fields: it must run on the very MMS it was compiled against."""
+    try:
+        with zipfile.ZipFile(jar) as z:
+            lines = z.read("mme-plugin.properties").decode("utf-8").splitlines()
+    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+        raise SettingsError(f"the MMS plugin {jar} does not say which MMS it was built for ({exc}): "
+                            "rebuild it with scripts/setup.sh") from None
+    built = dict(line.split("=", 1) for line in lines if "=" in line)
+    installed = importlib.metadata.version("multi-model-server")
+    digest = hashlib.sha256(mms_jar.read_bytes()).hexdigest()
+    # The digest decides; the version is recorded when the build could see MMS's metadata (not in the image's
+    # plugin stage, which gets the bare jar).
+    version_differs = built.get("mms.version", "unknown") not in ("unknown", installed)
+    if version_differs or built.get("mms.jar.sha256") != digest:
+        raise SettingsError(
+            f"the MMS plugin was built against MMS {built.get('mms.version')} (jar sha256 "
+            f"{built.get('mms.jar.sha256', '?')[:12]}), but MMS {installed} (jar sha256 {digest[:12]}) is "
+            "installed: rebuild it with scripts/setup.sh")
+
+
+def _await_plugin(port: int, java: subprocess.Popen, timeout: float) -> None:
+    """Wait until MMS answers and our plugin says it took over MMS's workload manager."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if java.poll() is not None:
+            return  # wait() reports the exit
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/mme", timeout=2) as resp:
+                state = json.loads(resp.read())
+            if state.get("guarded_workload_manager") is True:
+                return
+            last = "GET /mme: " + json.dumps(state)
+            if state.get("install_failed"):
+                break
+        except urllib.error.HTTPError as exc:
+            last = f"GET /mme answered {exc.code}"
+        except (OSError, ValueError) as exc:
+            last = str(exc)
+        time.sleep(0.05)
+    raise RuntimeError(f"the MMS plugin did not install ({last}); see the log above")
 
 
 def _short_tmp() -> str | None:
     """TMPDIR unless it is too deep for Unix socket paths (107 bytes, ours nest ~40 deeper)."""
     tmp = tempfile.gettempdir()
     return tmp if len(tmp) <= 60 else "/tmp"
-
-
-class FailedLoadJanitor(threading.Thread):
-    """Unregisters models whose load failed (backends report them on a datagram socket).
-
-    MMS answers such a load with the right status but leaves the model registered and broken (its
-    own unregister interrupts itself), so a retry would get 409. Its DELETE works once the failed
-    worker thread is gone: wait for that, check the model really has no live worker, delete it.
-    """
-
-    def __init__(self, sock_path: Path, port: int) -> None:
-        super().__init__(name="failed-load-janitor", daemon=True)
-        self.base = f"http://127.0.0.1:{port}/models/"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(sock_path))
-
-    def run(self) -> None:
-        while True:
-            try:
-                report = json.loads(self.sock.recv(65536))
-                name, status, reason = str(report["name"]), report.get("status"), report.get("reason")
-            except OSError:
-                return
-            except (ValueError, KeyError, TypeError):
-                continue
-            # Logged here too: MMS forwards a worker's output through reader threads that it stops as
-            # soon as the load fails, and under load the worker's own line can be lost on the way.
-            log(failed_load.format_line(name, status, reason))
-            self.unregister(name)
-
-    def _call(self, method: str, name: str) -> tuple[int, bytes]:
-        req = urllib.request.Request(self.base + urllib.parse.quote(name, safe=""), method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-        except OSError:
-            return 0, b""
-
-    def unregister(self, name: str) -> None:
-        # MMS's own failed unregister removes the model and then puts it back (within ms), so a
-        # lone 404 proves nothing; two in a row do. A 200 from our DELETE is final. Stop quickly:
-        # after that the name is free, and a new registration under it is not ours to touch.
-        gone = 0
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            time.sleep(0.04)
-            status, body = self._call("GET", name)
-            if status == 404:
-                gone += 1
-                if gone >= 2:
-                    return
-                continue
-            gone = 0
-            if status == 200 and b'"READY"' in body:
-                return  # registered again meanwhile, and healthy
-            status, _ = self._call("DELETE", name)
-            if status == 200:
-                log(f"unregistered {name!r} after its failed load")
-                return
-        log(f"could not confirm that {name!r} was unregistered after its failed load")
 
 
 class Server:
@@ -195,7 +176,6 @@ class Server:
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["SAGEMAKER_BIND_TO_PORT"] = str(self.s.port)
-        env["_MME_EVENTS_SOCKET"] = str(self.run / "events.sock")  # internal wiring, not a setting
         env.update(Wiring(
             state_dir=str(self.run / "ledger"),
             zygote_socket=str(self.run / "zygote.sock"),
@@ -232,13 +212,13 @@ class Server:
         log(f"port {s.port}, backend {s.backend}, launcher {kind}, workers/model {s.workers_per_model}, "
             f"run dir {self.run}")
         cmd = _java_cmd(s, self.run, python)
-        FailedLoadJanitor(self.run / "events.sock", s.port).start()
         if s.backend == "zygote":
             self.start_zygote()
         # Java leads its own process group (its backends and launchers go down with it) but stays in our
         # session: with autogroup scheduling a new session would get its own CPU share apart from the workers.
         self.java = subprocess.Popen(cmd, env=self.env(), cwd=self.run, process_group=0,
                                      preexec_fn=lambda: die_with_parent(signal.SIGKILL))
+        _await_plugin(s.port, self.java, s.startup_timeout_s)
 
     def wait(self) -> int:
         assert self.java is not None

@@ -12,18 +12,16 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import IO, Protocol
 
-from sklearn_mme.container import failed_load, ports
+from sklearn_mme.container import ports
 from sklearn_mme.container.ports import free_port  # the one helper; the harness's modules import it from here
 
 PORT_RANGE = ports.PORT_RANGE
 CONTAINER_MODELS_DIR = "/opt/ml/models"
 SERVE_CMD = [sys.executable, "-m", "sklearn_mme.container.server"]  # the same entry as container/serve
-LOAD_FAILURE_WAIT_S = 0.5  # how long a failed load's log line may trail the container's answer
 
 
 class RuntimeStartError(RuntimeError):
@@ -42,10 +40,6 @@ class ContainerRuntime(Protocol):
     def model_url(self, local_dir: Path) -> str: ...
 
     def describe(self) -> str: ...
-
-    def log_offset(self) -> int: ...
-
-    def load_failure(self, name: str, since: int) -> str | None: ...
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -86,28 +80,6 @@ class _Subprocess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
-
-    def log_offset(self) -> int:
-        try:
-            return self.log_path.stat().st_size
-        except OSError:
-            return 0
-
-    def load_failure(self, name: str, since: int) -> str | None:
-        """Why `serve` says a load of `name` failed, from its log after byte `since`. The line is written
-        as the container answers the load, so it may trail the answer by a moment."""
-        deadline = time.monotonic() + LOAD_FAILURE_WAIT_S
-        while True:
-            try:
-                with open(self.log_path, "rb") as f:
-                    f.seek(since)
-                    text = f.read().decode("utf-8", "replace")
-            except OSError:
-                return None
-            reason = failed_load.find_reason(text, name)
-            if reason is not None or time.monotonic() > deadline:
-                return reason
-            time.sleep(0.05)
 
     def _terminate(self, timeout: float) -> None:
         proc = self.proc
@@ -337,8 +309,3 @@ class ExternalRuntime:
     def describe(self) -> str:
         return f"external container at {self.base_url}"
 
-    def log_offset(self) -> int:
-        return 0
-
-    def load_failure(self, name: str, since: int) -> str | None:
-        return None  # its log is not ours to read

@@ -358,7 +358,6 @@ class ModelManager:
         assert model.directory is not None
         url = self.runtime.model_url(model.directory)
         deadline = time.monotonic() + self.config.wait_limit + 60
-        log_offset = self.runtime.log_offset()
         while True:
             t0 = time.monotonic()
             try:
@@ -390,8 +389,7 @@ class ModelManager:
                 continue
             if answer.status == 404:
                 raise InternalFailure(f"the container cannot see the model directory {url}")
-            # MMS answers only "Failed to start workers"; serve logs the reason (CloudWatch would show it).
-            reason = self.runtime.load_failure(model.name, log_offset) or answer.message()
+            reason = answer.message()  # the container's plugin puts the backend's reason in the body
             raise ModelError(
                 f"Failed to load model {model.key}: the container answered {answer.status} "
                 f'with message "{reason}"',

@@ -148,6 +148,7 @@ def test_model_that_fails_to_load_is_model_error(client, harness: RunningHarness
     resp = info.value.response
     assert resp["OriginalStatusCode"] >= 400
     assert "Failed to load model broken.tar.gz" in resp["Error"]["Message"]
+    assert "could not load model.joblib" in resp["Error"]["Message"]  # the reason, from the container's body
     assert "broken.tar.gz" not in {m["model"] for m in harness.info()["loaded"]}
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 
 import numpy as np
 import pytest
@@ -140,20 +139,13 @@ def test_failed_load_answers_error_and_is_not_listed(
     serve: Serve, loaded, model_root, dirname, status
 ) -> None:
     name = f"failing-{dirname}"
-    waited_before = serve.http.get(f"{serve.url}/mme", timeout=10).json()["unloads_waited_for_in_flight"]
     resp = serve.load(name, model_root / dirname)
+    # already unregistered at the moment of the answer (SageMaker retries at once): no polling
+    assert name not in _listed(serve)
+    assert serve.invoke(name, "1,2,3,4").status_code == 404
     assert resp.status_code == status, resp.text
     assert "Traceback" not in resp.text
-    deadline, absent = time.monotonic() + 5, 0
-    while absent < 3:  # absent on three checks in a row, not just once
-        absent = 0 if name in _listed(serve) else absent + 1
-        assert time.monotonic() < deadline, f"{name} still listed after its failed load"
-        time.sleep(0.05)
-    assert serve.invoke(name, "1,2,3,4").status_code == 404
-    # MMS unregisters a failed model from the failed load's own worker thread: our plugin must not make
-    # that thread wait for its own request (it did, until the response timeout or the janitor's DELETE).
-    waited = serve.http.get(f"{serve.url}/mme", timeout=10).json()["unloads_waited_for_in_flight"]
-    assert waited == waited_before, (waited_before, waited)
+    assert resp.json()["message"] != "Failed to start workers", resp.text  # the backend's own reason
     # the same name loads fine once the artifact is right
     assert serve.load(name, model_root / "iris_logreg").status_code == 200
     assert serve.invoke(name, "5.1,3.5,1.4,0.2").status_code == 200

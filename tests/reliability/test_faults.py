@@ -214,6 +214,54 @@ def test_delete_waits_for_a_stuck_request_no_longer_than_its_timeout(
     assert "stuck" not in listed, listed
 
 
+class _Traffic:
+    """Clients sending round-robin requests to some models, each answer logged as
+    (t, model, status, seconds, text); a 200 with the wrong prediction is logged as "wrong"."""
+
+    def __init__(self, serve: Serve, names: tuple[str, ...], rows: dict, want: dict) -> None:
+        self.serve, self.names, self.rows, self.want = serve, names, rows, want
+        self.lock = threading.Lock()
+        self.log: list[tuple] = []
+        self.stop = threading.Event()
+        self.t_start = time.monotonic()
+
+    def client(self, k: int) -> None:
+        session = requests.Session()
+        i = k
+        while not self.stop.is_set():
+            name = self.names[i % len(self.names)]
+            i += 1
+            status, seconds, text = _post(session, self.serve, name, self.rows[name])
+            if status == 200:
+                got = float(json.loads(text)["predictions"][0])
+                if not np.isclose(got, self.want[name], rtol=1e-9):
+                    status = "wrong"
+            if not isinstance(status, int):
+                session = requests.Session()
+            with self.lock:
+                self.log.append((time.monotonic() - self.t_start, name, status, seconds, text))
+
+    def first_ok_after(self, name: str, t: float) -> float | None:
+        with self.lock:
+            ok = [r[0] for r in self.log if r[1] == name and r[2] == 200 and r[0] > t]
+        return ok[0] if ok else None
+
+
+def _kill_and_wait_recovery(traffic: _Traffic, pid: int, victim: str) -> tuple[float, float | None]:
+    """SIGKILL the victim's worker, then keep the traffic going until the victim has answered 200 for
+    2 s (at most 30 s). Returns (killed_at, recovered_at) on the traffic's clock."""
+    killed_at = time.monotonic() - traffic.t_start
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    recovered_at = None
+    while time.monotonic() < deadline:
+        recovered_at = recovered_at or traffic.first_ok_after(victim, killed_at + 0.05)
+        if recovered_at is not None and time.monotonic() - traffic.t_start > recovered_at + 2:
+            break
+        time.sleep(0.05)
+    return killed_at, recovered_at
+
+
 def test_sigkill_worker_mid_traffic(serve: Serve, model_root: Path, trained: dict) -> None:
     names = ("iris_logreg", "diabetes_ridge", "wine_pipeline")
     for name in names:
@@ -223,50 +271,19 @@ def test_sigkill_worker_mid_traffic(serve: Serve, model_root: Path, trained: dic
     rows = {n: ",".join(repr(float(v)) for v in trained[n].X[0]).encode() for n in names}
     want = {n: float(trained[n].model.predict(trained[n].X[:1])[0]) for n in names}
     pids = serve.model_pids()
-
-    lock = threading.Lock()
-    log: list[tuple] = []  # (t, model, status, seconds, text)
-    stop = threading.Event()
-    t_start = time.monotonic()
-
-    def client(k: int) -> None:
-        session = requests.Session()
-        i = k
-        while not stop.is_set():
-            name = names[i % len(names)]
-            i += 1
-            status, seconds, text = _post(session, serve, name, rows[name])
-            if status == 200:
-                got = float(json.loads(text)["predictions"][0])
-                if not np.isclose(got, want[name], rtol=1e-9):
-                    status = "wrong"
-            if not isinstance(status, int):
-                session = requests.Session()
-            with lock:
-                log.append((time.monotonic() - t_start, name, status, seconds, text))
+    traffic = _Traffic(serve, names, rows, want)
 
     with PingWatch(serve.url) as ping:
-        threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(8)]
+        threads = [threading.Thread(target=traffic.client, args=(k,), daemon=True) for k in range(8)]
         for t in threads:
             t.start()
         time.sleep(1.5)
-        killed_at = time.monotonic() - t_start
-        os.kill(pids[victim], signal.SIGKILL)
-        # Keep the traffic going until the victim has answered 200 for 2 s after the kill (at most 30 s).
-        deadline = time.monotonic() + 30
-        recovered_at = None
-        while time.monotonic() < deadline:
-            with lock:
-                ok = [t for t, n, s, _, _ in log if n == victim and s == 200 and t > killed_at + 0.05]
-            if ok and recovered_at is None:
-                recovered_at = ok[0]
-            if recovered_at is not None and time.monotonic() - t_start > recovered_at + 2:
-                break
-            time.sleep(0.05)
-        stop.set()
+        killed_at, recovered_at = _kill_and_wait_recovery(traffic, pids[victim], victim)
+        traffic.stop.set()
         for t in threads:
             t.join(HANG_S + 5)
 
+    log = traffic.log
     after = [r for r in log if r[0] > killed_at]
     victim_after = Counter(r[2] for r in after if r[1] == victim)
     others_all = Counter(r[2] for r in log if r[1] != victim)

@@ -3,9 +3,8 @@ load and the skops format with an explicit list of trusted types. Checked on a r
 (POST /models) and through the harness (runtime API), with payloads whose unpickling would create a marker
 file.
 
-MMS 1.1.11 answers a failed load with the status only ("Failed to start workers"); the reason (e.g. the sha256
-mismatch) is in the container log, which these tests read, and so does mme-local for its error message
-(README, Known limits).
+A failed load's reason (e.g. the sha256 mismatch) is in the answer's body (our MMS plugin) and in one line
+of the container log, which these tests read.
 """
 
 from __future__ import annotations
@@ -193,7 +192,7 @@ def test_trust_through_the_harness(harness: RunningHarness, artifacts: dict) -> 
     assert seen["sha_ok"].json()["predictions"] == artifacts["model"].predict(X).tolist()
     for key in ("sha_mismatch", "evil_sha_mismatch"):
         assert seen[key].status_code == 424 and seen[key].json()["OriginalStatusCode"] == 400, seen[key].text
-        # The harness reads the reason from the container's log (MMS's body says "Failed to start workers").
+        # The harness takes the reason from the container's answer.
         assert "sha256 mismatch for model.joblib" in seen[key].json()["message"], seen[key].text
     assert not any(markers.iterdir()), "a pickle ran"
     # Trusted through MME_SKOPS_TRUSTED_TYPES: loads and predicts like the in-process pipeline.

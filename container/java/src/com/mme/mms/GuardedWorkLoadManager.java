@@ -11,9 +11,15 @@ import io.netty.handler.codec.http.HttpResponseStatus;
 import java.io.File;
 import java.lang.reflect.Field;
 import java.lang.reflect.Modifier;
+import java.util.List;
+import java.util.Set;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 import org.slf4j.Logger;
@@ -31,6 +37,12 @@ import org.slf4j.LoggerFactory;
  * name or handler) or a working directory it cannot enter; MMS then holds the request for a minute,
  * answers 500 and leaves the model registered without workers. Here those loads get 400 at once, and a
  * model whose start failed any other way is not left registered.
+ *
+ * <p>Load: a fresh registration's workers are started here (as MMS's addThreads does) with a
+ * LoadAttempt watching them, so a failed load is unregistered before it is answered, with the
+ * backend's reason. From registration until the load settles, an invoke of the model waits in its
+ * queue (MMS answered 503 "No worker is available" until the workers existed, ~20-30 ms) and gets 404
+ * if the load fails.
  */
 public final class GuardedWorkLoadManager extends WorkLoadManager {
 
@@ -38,9 +50,21 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
     private static final long IDLE_POLL_MS = 5;
     static final AtomicLong UNLOADS_WAITED = new AtomicLong();
     static final AtomicLong LOADS_REFUSED = new AtomicLong();
+    /** Models registered whose load has not settled yet (see hasNoWorker). */
+    private static final Set<Model> LOADING = ConcurrentHashMap.newKeySet();
+
+    private final ConfigManager config;
+    private final EventLoopGroup backendGroup;
+    // MMS's own objects, shared with the original WorkLoadManager (see install).
+    private ConcurrentHashMap<String, List<WorkerThread>> workers;
+    private ExecutorService threadPool;
+    private AtomicInteger threadNumber;
+    private AtomicInteger gpuCounter;
 
     private GuardedWorkLoadManager(ConfigManager configManager, EventLoopGroup backendGroup) {
         super(configManager, backendGroup);
+        this.config = configManager;
+        this.backendGroup = backendGroup;
     }
 
     /** Replaces the ModelManager's WorkLoadManager by a guarded one over the same workers and pools. */
@@ -62,19 +86,116 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
                 f.set(guarded, f.get(original));
             }
         }
+        guarded.shareState(original);
         wlmField.set(manager, guarded);
-        logger.info("unloads finish the request in the worker; unstartable models get 400");
+        logger.info(
+                "unloads finish the request in the worker; unstartable models get 400; failed loads"
+                        + " are unregistered before they are answered");
+    }
+
+    @SuppressWarnings("unchecked")
+    private void shareState(WorkLoadManager original) throws ReflectiveOperationException {
+        workers = (ConcurrentHashMap<String, List<WorkerThread>>) read(original, "workers");
+        threadPool = (ExecutorService) read(original, "threadPool");
+        threadNumber = (AtomicInteger) read(original, "threadNumber");
+        gpuCounter = (AtomicInteger) read(original, "gpuCounter");
     }
 
     @Override
     public CompletableFuture<HttpResponseStatus> modelChanged(Model model) {
-        if (model.getMaxWorkers() != 0 || isRegistered(model)) {
-            return super.modelChanged(model); // a load or a scale, not an unregister
+        if (model.getMinWorkers() > 0 && isRegistered(model)) {
+            String name = model.getModelName();
+            synchronized (name) { // as MMS's modelChanged
+                List<WorkerThread> current = workers.get(name);
+                if (current == null || current.isEmpty()) {
+                    return startLoad(model);
+                }
+            }
         }
+        if (model.getMaxWorkers() != 0 || isRegistered(model)) {
+            return super.modelChanged(model); // a scale, not an unregister
+        }
+        LOADING.remove(model);
         finishInFlight(model);
         CompletableFuture<HttpResponseStatus> stopped = super.modelChanged(model);
         LifecyclePlugin.unloaded(model);
         return stopped;
+    }
+
+    /** MMS's addThreads for a fresh load, with a LoadAttempt's listener and reply handler. */
+    private CompletableFuture<HttpResponseStatus> startLoad(Model model) {
+        int count = model.getMinWorkers();
+        LoadAttempt attempt = new LoadAttempt(this, model, count);
+        workers.put(model.getModelName(), attempt.threads);
+        int gpus = config.getNumberOfGpu();
+        for (int i = 0; i < count; i++) {
+            int gpuId = gpus > 0 ? gpuCounter.accumulateAndGet(gpus, (prev, max) -> ++prev % max) : -1;
+            WorkerThread thread =
+                    new WorkerThread(
+                            config,
+                            backendGroup,
+                            model.getPort(),
+                            gpuId,
+                            model,
+                            attempt.replies(),
+                            attempt.listener,
+                            threadNumber.getAndIncrement(),
+                            false);
+            attempt.threads.add(thread);
+            threadPool.submit(thread);
+        }
+        return attempt.answer();
+    }
+
+    /** A load settled with every worker up. */
+    void loaded(Model model) {
+        LOADING.remove(model);
+    }
+
+    /**
+     * Unregisters a model whose load failed, before its POST is answered: its workers and backend
+     * are stopped (as a scale-down, so MMS does not restart them), then the name is free again and
+     * requests queued for it are answered 404.
+     */
+    void discard(Model model, List<WorkerThread> threads) {
+        String name = model.getModelName();
+        workers.remove(name, threads);
+        for (WorkerThread thread : threads) {
+            thread.shutdown();
+        }
+        WorkerThread server = model.getServerThread();
+        if (server != null) {
+            server.shutdown();
+            Process process = server.getLifeCycle().getProcess();
+            if (process != null && process.isAlive()) {
+                process.destroyForcibly();
+                try {
+                    process.waitFor(Math.max(1, config.getUnregisterModelTimeout()), TimeUnit.SECONDS);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+        }
+        ModelManager.getInstance().getModels().remove(name, model);
+        LOADING.remove(model);
+        LifecyclePlugin.answerQueuedOrLog(model);
+        LifecyclePlugin.unloaded(model);
+        model.getModelArchive().clean();
+    }
+
+    /** While its load is running, an invoke of a registered model waits in its queue. */
+    @Override
+    public boolean hasNoWorker(String modelName) {
+        if (!super.hasNoWorker(modelName)) {
+            return false;
+        }
+        Model model = ModelManager.getInstance().getModels().get(modelName);
+        if (model == null) {
+            return true;
+        }
+        // Between registration and addServerThread (a few instructions) the model has no backend yet.
+        boolean registering = model.getServerThread() == null && model.getMaxWorkers() == 0;
+        return !(registering || LOADING.contains(model));
     }
 
     @Override
@@ -87,6 +208,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
             logger.warn("model {} refused: {}", model.getModelName(), refusal);
             throw new BadRequestException(refusal);
         }
+        LOADING.add(model);
         try {
             super.addServerThread(model, future);
         } catch (InterruptedException | ExecutionException | TimeoutException | RuntimeException e) {
@@ -117,9 +239,11 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
     }
 
     private static void forget(Model model) {
+        LOADING.remove(model);
         if (ModelManager.getInstance().getModels().remove(model.getModelName(), model)) {
             logger.info("model {} was not started and is not registered", model.getModelName());
         }
+        LifecyclePlugin.answerQueuedOrLog(model);
     }
 
     private static boolean isRegistered(Model model) {

@@ -44,9 +44,10 @@ import software.amazon.ai.mms.servingsdk.http.Response;
  * so unloading hundreds of models gave memory back only a minute later. Both pools' keep-alive is
  * shortened (the reaper's needs --add-opens java.base/java.lang, which `serve` passes).
  *
- * <p>3. MMS's DELETE stops the worker with a request inside it (500 "Worker died."), and a load MMS
- * cannot exec (a NUL in the name) hangs a minute: see GuardedWorkLoadManager, installed from here.
- * Without it (it logs why), queued requests of an unloaded model are not answered.
+ * <p>3. MMS's DELETE stops the worker with a request inside it (500 "Worker died."), a load MMS
+ * cannot exec (a NUL in the name) hangs a minute, and a failed load is answered before it is
+ * unregistered: see GuardedWorkLoadManager and LoadAttempt, installed from here. If it cannot be
+ * installed, GET /mme says so and `serve` refuses to start.
  *
  * <p>GET /mme on the management port reports what the plugin did (and proves it is loaded). The
  * fields read by reflection are MMS 1.1.11's; pyproject.toml pins that version.
@@ -65,6 +66,7 @@ public class LifecyclePlugin extends ModelServerEndpoint {
     private static volatile long keepAliveSeconds = -1;
     private static volatile long reaperKeepAliveSeconds = -1;
     private static volatile boolean guarded;
+    private static volatile boolean installFailed;
     /** Models unregistered lately, and until when their queues are still answered (see unloaded). */
     private static final Map<Model, Long> UNLOADED = new ConcurrentHashMap<>();
 
@@ -89,10 +91,14 @@ public class LifecyclePlugin extends ModelServerEndpoint {
                         + reaperKeepAliveSeconds
                         + ",\"guarded_workload_manager\":"
                         + guarded
+                        + ",\"install_failed\":"
+                        + installFailed
                         + ",\"unloads_waited_for_in_flight\":"
                         + GuardedWorkLoadManager.UNLOADS_WAITED.get()
                         + ",\"unstartable_loads_refused\":"
                         + GuardedWorkLoadManager.LOADS_REFUSED.get()
+                        + ",\"failed_loads_unregistered_before_answer\":"
+                        + LoadAttempt.FAILED.get()
                         + "}";
         rsp.getOutputStream().write(body.getBytes(StandardCharsets.UTF_8));
     }
@@ -101,13 +107,14 @@ public class LifecyclePlugin extends ModelServerEndpoint {
         try {
             ModelManager manager;
             while ((manager = ModelManager.getInstance()) == null) {
-                Thread.sleep(POLL_MS); // plugins load before MMS initialises its ModelManager
+                Thread.sleep(5); // plugins load before MMS initialises its ModelManager
             }
             shortenKeepAlive(manager);
             try {
                 GuardedWorkLoadManager.install(manager);
                 guarded = true;
             } catch (ReflectiveOperationException | RuntimeException e) {
+                installFailed = true; // GET /mme says so: `serve` refuses to start
                 logger.error("MMS's own WorkLoadManager stays in place", e);
             }
             while (true) {
@@ -127,6 +134,7 @@ public class LifecyclePlugin extends ModelServerEndpoint {
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         } catch (ReflectiveOperationException | RuntimeException e) {
+            installFailed |= !guarded;
             logger.error("mme lifecycle plugin stopped", e);
         }
     }

@@ -1,0 +1,206 @@
+package com.mme.mms;
+
+import com.amazonaws.ml.mms.http.ErrorResponse;
+import com.amazonaws.ml.mms.util.NettyUtils;
+import com.amazonaws.ml.mms.util.messages.BaseModelRequest;
+import com.amazonaws.ml.mms.util.messages.ModelWorkerResponse;
+import com.amazonaws.ml.mms.wlm.BatchAggregator;
+import com.amazonaws.ml.mms.wlm.Model;
+import com.amazonaws.ml.mms.wlm.WorkerState;
+import com.amazonaws.ml.mms.wlm.WorkerStateListener;
+import com.amazonaws.ml.mms.wlm.WorkerThread;
+import io.netty.channel.ChannelHandlerContext;
+import io.netty.handler.codec.http.HttpResponseStatus;
+import java.lang.reflect.Field;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.ThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Function;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * One load of a model (the worker threads MMS starts for a fresh registration), watched from the
+ * workers' own callbacks. MMS 1.1.11 answers a failed load first ("Failed to start workers") and
+ * unregisters the model afterwards, so a retry sent at once met 409 and an invoke 503. Here a failure
+ * is settled in this order: the workers and the backend are stopped, the model is unregistered and
+ * requests queued for it are answered 404, and only then is the POST answered, with the backend's own
+ * reason and status (400 bad artifact, 404 missing path, 500 user code, 507 no room).
+ */
+final class LoadAttempt {
+
+    private static final Logger logger = LoggerFactory.getLogger(LoadAttempt.class);
+    static final AtomicLong FAILED = new AtomicLong();
+    private static final long DISCARD_WAIT_MS = 60_000;
+    /** Settles failures off the worker thread, which the clean-up stops (MMS's own interrupts itself). */
+    private static final ExecutorService SETTLER =
+            new ThreadPoolExecutor(
+                    0,
+                    Integer.MAX_VALUE,
+                    2,
+                    TimeUnit.SECONDS,
+                    new LinkedBlockingQueue<>(),
+                    r -> {
+                        Thread t = new Thread(r, "mme-load-failure");
+                        t.setDaemon(true);
+                        return t;
+                    });
+
+    private final GuardedWorkLoadManager manager;
+    private final Model model;
+    private final Answer answer = new Answer();
+    private final AtomicInteger loading;
+    private final AtomicBoolean settled = new AtomicBoolean();
+    private volatile String reason;
+    private volatile boolean failed;
+    /** This load's worker threads: the list MMS keeps in its workers map for the model. */
+    final List<WorkerThread> threads = new ArrayList<>();
+    final WorkerStateListener listener;
+
+    LoadAttempt(GuardedWorkLoadManager manager, Model model, int workers) {
+        this.manager = manager;
+        this.model = model;
+        this.loading = new AtomicInteger(workers);
+        this.listener = new Listener();
+    }
+
+    /** A worker's reply handler that keeps the load reply's message (the backend's reason). */
+    BatchAggregator replies() {
+        return new Replies(model);
+    }
+
+    /** What MMS's register handler waits on. */
+    CompletableFuture<HttpResponseStatus> answer() {
+        return answer;
+    }
+
+    private void failed(HttpResponseStatus status) {
+        if (!settled.compareAndSet(false, true)) {
+            return;
+        }
+        failed = true;
+        SETTLER.execute(
+                () -> {
+                    String why = reason != null ? reason : defaultReason(status);
+                    try {
+                        manager.discard(model, threads);
+                    } catch (RuntimeException e) {
+                        logger.warn("clean-up of model {}'s failed load: {}", model.getModelName(), e.toString());
+                    }
+                    FAILED.incrementAndGet();
+                    // The one log line per failed load (stdout, which CloudWatch shows).
+                    logger.warn("model '{}' failed to load ({}): {}", model.getModelName(), status.code(), why);
+                    answer.fail(status, why);
+                });
+    }
+
+    private static String defaultReason(HttpResponseStatus status) {
+        if (status.code() == HttpResponseStatus.INSUFFICIENT_STORAGE.code()) {
+            return "The model's worker ran out of memory while loading";
+        }
+        return "The model's worker stopped while loading";
+    }
+
+    private final class Listener extends WorkerStateListener {
+        Listener() {
+            super(new CompletableFuture<>(), 1); // MMS's bookkeeping is replaced by ours below
+        }
+
+        @Override
+        public void notifyChangeState(String name, WorkerState state, HttpResponseStatus status) {
+            if (state == WorkerState.WORKER_MODEL_LOADED) {
+                if (loading.decrementAndGet() == 0 && settled.compareAndSet(false, true)) {
+                    manager.loaded(model);
+                    answer.complete(status);
+                }
+            } else if (state == WorkerState.WORKER_ERROR || state == WorkerState.WORKER_STOPPED) {
+                failed(status); // after the load settled, a stop is MMS's to restart: ignored there
+            }
+        }
+    }
+
+    private final class Replies extends BatchAggregator {
+        Replies(Model model) {
+            super(model);
+        }
+
+        @Override
+        public void sendResponse(ModelWorkerResponse message) {
+            if (!settled.get() && message.getCode() != 200 && reason == null) {
+                reason = message.getMessage(); // the load reply, read before MMS sets the worker's state
+            }
+            super.sendResponse(message);
+        }
+
+        /**
+         * After its load failed, MMS's worker thread would go on to take requests queued for the model
+         * (they wait for the load) and fail them 500 on its dead backend: it waits instead, until the
+         * clean-up stops it (an interrupt), and the queued requests get 404.
+         */
+        @Override
+        public BaseModelRequest getRequest(String threadName, WorkerState state)
+                throws InterruptedException {
+            if (failed) {
+                Thread.sleep(DISCARD_WAIT_MS);
+                throw new InterruptedException("load failed");
+            }
+            return super.getRequest(threadName, state);
+        }
+    }
+
+    /**
+     * The future MMS's register handler continues from (thenApply with the request's channel). A
+     * success goes MMS's way; a failure is answered here on that channel, and MMS's continuation, which
+     * would answer "Failed to start workers" and then unregister the name (by then maybe a new load of
+     * it), never runs.
+     */
+    private static final class Answer extends CompletableFuture<HttpResponseStatus> {
+        private ChannelHandlerContext ctx;
+        private boolean continued;
+
+        @Override
+        public <U> CompletableFuture<U> thenApply(Function<? super HttpResponseStatus, ? extends U> fn) {
+            ChannelHandlerContext found = channelOf(fn);
+            synchronized (this) {
+                ctx = found;
+                continued = true;
+            }
+            return super.thenApply(fn);
+        }
+
+        void fail(HttpResponseStatus status, String why) {
+            ChannelHandlerContext target;
+            synchronized (this) {
+                target = continued ? ctx : null;
+            }
+            if (target != null) {
+                NettyUtils.sendJsonResponse(
+                        target, new ErrorResponse(status.code(), "ModelLoadException", why), status);
+            } else {
+                complete(status); // no request waits on a channel (a start-up load): MMS's own way
+            }
+        }
+
+        /** The request's channel, captured by MMS's continuation (a lambda). */
+        private static ChannelHandlerContext channelOf(Object fn) {
+            for (Field f : fn.getClass().getDeclaredFields()) {
+                if (ChannelHandlerContext.class.isAssignableFrom(f.getType())) {
+                    try {
+                        f.setAccessible(true);
+                        return (ChannelHandlerContext) f.get(fn);
+                    } catch (ReflectiveOperationException | RuntimeException e) {
+                        logger.warn("cannot see the channel of a load request: {}", e.toString());
+                    }
+                }
+            }
+            return null;
+        }
+    }
+}
