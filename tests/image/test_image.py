@@ -154,7 +154,8 @@ def test_runs_as_non_root(container: Container) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/opt/program", "/opt/program/container", "/opt/venv", "/opt/venv/lib", MODELS_MOUNT, "/usr/local"],
+    ["/opt/program", "/opt/program/sklearn_mme/container", "/opt/venv", "/opt/venv/lib", MODELS_MOUNT,
+     "/usr/local"],
 )
 def test_cannot_write_outside_its_working_dirs(container: Container, path: str) -> None:
     r = podman("exec", container.name, "sh", "-c", f"touch {path}/probe", check=False)
@@ -166,6 +167,20 @@ def test_can_write_its_temp_dir(container: Container) -> None:
         "exec", container.name, "sh", "-c", 'touch "$TMPDIR/probe" && rm "$TMPDIR/probe" && echo "$TMPDIR"'
     )
     assert r.stdout.strip()
+
+
+def test_only_serving_code_ships(image: str) -> None:
+    """The image runs the container, nothing else: no harness, bench, tests, Java or C sources, no boto3."""
+    script = (
+        "cd /opt/program; find . -name '*.java' -o -name '*.c' -o -name build_native.sh -o -name harness"
+        " -o -name bench -o -name tests -o -name deploy | sort; ls sklearn_mme; "
+        "python3 -c 'import importlib.util as u; print([m for m in (\"boto3\", \"botocore\", "
+        "\"sagemaker_inference\", \"click\") if u.find_spec(m)])'"
+    )
+    lines = podman("run", "--rm", image, "sh", "-c", script).stdout.split()
+    assert lines == ["container", "handler", "[]"], lines
+    listing = podman("run", "--rm", image, "ls", "/opt/program/sklearn_mme/container/lib").stdout.split()
+    assert sorted(listing) == ["mme-launcher", "mme-mms-plugin.jar"]
 
 
 def test_no_compilers_or_pip_caches(container: Container) -> None:
