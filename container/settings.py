@@ -162,7 +162,8 @@ PYTHON = EnvVar("MME_PYTHON", _executable, "",
 VARIABLES: tuple[EnvVar, ...] = (
     PORT, WORKERS, TIMEOUT, handler_settings.MAX_PAYLOAD, handler_settings.DEFAULT_ACCEPT,
     handler_settings.DEFAULT_CONTENT, STARTUP, BACKEND, LAUNCHER, LAUNCHER_BIN, MEMORY_BUDGET, MEMORY_RESERVE,
-    WORKER_LIMIT, handler_settings.SKOPS_TRUSTED, handler_settings.PROGRAM, HANDLER, JAVA_OPTS, LOG_LEVEL,
+    WORKER_LIMIT, handler_settings.SKOPS_TRUSTED, handler_settings.PROGRAM,
+    handler_settings.VERSION_SKEW, HANDLER, JAVA_OPTS, LOG_LEVEL,
     ACCESS_LOG_LEVEL, PYTHON,
 )
 
