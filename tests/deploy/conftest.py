@@ -19,9 +19,10 @@ import boto3
 import pytest
 import requests
 from click.testing import CliRunner, Result
+from sklearn_mme.container.ports import free_port
 from sklearn_mme.deploy.cli import main
 
-from tests.support import FAKE_AWS, free_port
+from tests.support import FAKE_AWS
 
 REPO = Path(__file__).resolve().parents[2]
 MME_DEPLOY = str(REPO / ".venv" / "bin" / "mme-deploy")
