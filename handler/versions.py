@@ -2,7 +2,7 @@
 writes beside the model.
 
 Where the versions come from: scikit-learn's own InconsistentVersionWarning while unpickling (its estimators
-record `_sklearn_version`), the "version" of an XGBoost JSON/UBJSON model, and `manifest.json`
+record `_sklearn_version`), the "version" of an XGBoost JSON/UBJSON model, and `mme-manifest.json`
 ({"model_file", "sha256", "libraries": {name: version}}). A mismatch is logged and counted, and with
 MME_VERSION_SKEW=refuse fails the load with a 400 naming both versions.
 """
@@ -26,7 +26,9 @@ from sklearn_mme.handler.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
+# Not "manifest.json": MMS 1.1.11 takes any file of that name, in any case, for its own legacy manifest
+# and fails the load with a NullPointerException.
+MANIFEST = "mme-manifest.json"
 # library name (as in the manifest) -> top-level module, and the distributions that may provide it.
 LIBRARIES = {
     "scikit-learn": ("sklearn", ("scikit-learn",)),
@@ -96,15 +98,15 @@ def sha256_of(path: Path) -> str:
 
 
 def make_manifest(model_file: Path) -> dict:
-    """What `mme-local package` writes as manifest.json: the model file's name and sha256, and the versions
-    of scikit-learn, XGBoost and LightGBM installed where it runs (those installed; the container compares
-    only the ones the loaded model is made of)."""
+    """What `mme-local package` writes as mme-manifest.json: the model file's name and sha256, and the
+    versions of scikit-learn, XGBoost and LightGBM installed where it runs (those installed; the container
+    compares only the ones the loaded model is made of)."""
     libraries = {name: v for name in LIBRARIES if (v := installed_version(name)) is not None}
     return {"model_file": model_file.name, "sha256": sha256_of(model_file), "libraries": libraries}
 
 
 def read_manifest(model_dir: Path) -> dict | None:
-    """manifest.json of `model_dir`, its model file's sha256 verified; None without one. Malformed or a
+    """mme-manifest.json of `model_dir`, its model file's sha256 verified; None without one. Malformed or a
     digest mismatch -> ModelLoadError (400), before the model file is loaded."""
     path = model_dir / MANIFEST
     if not path.is_file():

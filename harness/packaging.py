@@ -1,5 +1,5 @@
 """Packaging a model as SageMaker expects it: a tar.gz, `model.joblib` (or another model file the container
-recognises) at the root, `manifest.json` beside it and optional `code/`."""
+recognises) at the root, `mme-manifest.json` beside it and optional `code/`."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def default_key(source: Path) -> str:
 
 
 def _manifest(source: Path, members: list[tuple[Path, str]]) -> bytes | None:
-    """manifest.json for the model file the container will load (its sha256, the library versions here),
+    """mme-manifest.json for the model file the container will load (its sha256, the library versions here),
     unless the source has its own."""
     if any(arcname == MANIFEST for _, arcname in members):
         return None
@@ -76,7 +76,7 @@ def _manifest(source: Path, members: list[tuple[Path, str]]) -> bytes | None:
 
 
 def package(source: str | os.PathLike[str], archive: str | os.PathLike[str]) -> Path:
-    """Write `archive` (tar.gz) from a model file or directory, with a manifest.json beside the model
+    """Write `archive` (tar.gz) from a model file or directory, with a mme-manifest.json beside the model
     (see handler/versions.py); reproducible (fixed mtimes and owners)."""
     source, archive = Path(source), Path(archive)
     members = _members(source)

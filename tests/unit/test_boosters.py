@@ -124,7 +124,7 @@ def _unpack(archive: Path, into: Path) -> Path:
 
 def test_package_manifest_is_checked(tmp_path: Path, set_env, cases: dict[str, BoosterCase]) -> None:
     model_dir = _unpack(package(cases["xgb_pipeline"].model_dir, tmp_path / "m.tar.gz"), tmp_path / "m")
-    manifest = json.loads((model_dir / "manifest.json").read_text())
+    manifest = json.loads((model_dir / "mme-manifest.json").read_text())
     assert manifest["model_file"] == "model.joblib"
     assert manifest["libraries"]["scikit-learn"] == sklearn.__version__
     assert manifest["libraries"]["xgboost"] == xgboost.__version__
@@ -132,14 +132,14 @@ def test_package_manifest_is_checked(tmp_path: Path, set_env, cases: dict[str, B
 
     # The same manifest from an environment with another XGBoost: a skew, refused when strict.
     manifest["libraries"]["xgboost"] = "2.1.4"
-    (model_dir / "manifest.json").write_text(json.dumps(manifest))
+    (model_dir / "mme-manifest.json").write_text(json.dumps(manifest))
     assert [s.library for s in ModelService.load(model_dir).version_skew] == ["xgboost"]
     set_env(MME_VERSION_SKEW="refuse")
     with pytest.raises(ModelLoadError, match="xgboost 2.1.4 wrote the model"):
         ModelService.load(model_dir)
     # LightGBM is recorded but the model does not use it: never a skew.
     manifest["libraries"] = {"lightgbm": "3.0.0", "scikit-learn": sklearn.__version__}
-    (model_dir / "manifest.json").write_text(json.dumps(manifest))
+    (model_dir / "mme-manifest.json").write_text(json.dumps(manifest))
     assert ModelService.load(model_dir).version_skew == []
 
     # A changed model file is a 400 before it is unpickled.
@@ -147,13 +147,13 @@ def test_package_manifest_is_checked(tmp_path: Path, set_env, cases: dict[str, B
     with pytest.raises(ModelLoadError) as err:
         ModelService.load(model_dir)
     assert_clean_error(err.value, 400)
-    assert "sha256 mismatch for model.joblib (manifest.json)" in err.value.message
+    assert "sha256 mismatch for model.joblib (mme-manifest.json)" in err.value.message
 
 
 @pytest.mark.parametrize("text", ['{"model_file": 3}', "[]", "{", '{"model_file": "../x", "sha256": "ab"}'])
 def test_malformed_manifest_is_a_400(model_dir: Path, text: str) -> None:
-    (model_dir / "manifest.json").write_text(text)
+    (model_dir / "mme-manifest.json").write_text(text)
     with pytest.raises(ModelLoadError) as err:
         ModelService.load(model_dir)
     assert_clean_error(err.value, 400)
-    assert "manifest.json" in err.value.message
+    assert "mme-manifest.json" in err.value.message
