@@ -40,8 +40,11 @@ class Row:
 
 
 def window(hours: float, now: datetime | None = None) -> tuple[datetime, datetime, int]:
-    """(start, end, period): one period per window, at least a minute, a multiple of 60 s."""
-    end = now or datetime.now(UTC)
+    """(start, end, period): one period per window, at least a minute, a multiple of 60 s. The end is the next
+    whole minute, so the minute under way counts (timestamps travel at one-second precision, and a point put
+    in the current second would otherwise fall just past an end of `now`)."""
+    now = now or datetime.now(UTC)
+    end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
     seconds = max(60, int(hours * 3600) // 60 * 60)
     return end - timedelta(seconds=seconds), end, seconds
 

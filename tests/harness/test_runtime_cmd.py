@@ -129,7 +129,7 @@ def test_cli_package_add_list_remove(tmp_path: Path) -> None:
     out = runner.invoke(main, ["package", str(src), "-o", str(tmp_path / "m.tar.gz")])
     assert out.exit_code == 0, out.output
     with tarfile.open(tmp_path / "m.tar.gz") as tar:
-        assert tar.getnames() == ["model.joblib"]
+        assert sorted(tar.getnames()) == ["mme-manifest.json", "model.joblib"]
     assert runner.invoke(main, ["add", str(src), "--model-store", store]).exit_code == 0
     out = runner.invoke(
         main, ["add", str(tmp_path / "m.tar.gz"), "--model-store", store, "--key", "region/eu/model.tar.gz"]
