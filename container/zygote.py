@@ -53,6 +53,7 @@ class Slot:
     args: argparse.Namespace
     listener: socket.socket | None = None
     workers: set[int] = field(default_factory=set)
+    ended: bool = False
 
 
 @dataclass
@@ -100,6 +101,10 @@ class Zygote:
         while not self.stopping:
             for key, _ in self.sel.select(timeout=1.0):
                 kind, slot = key.data
+                if slot is not None and slot.ended:
+                    # One batch can hold a launcher's EOF and a connect to its model's socket: the EOF
+                    # ended the model earlier in this batch, so its other events are stale.
+                    continue
                 if kind == "accept":
                     self._accept_launcher()
                 elif kind == "wake":
@@ -180,6 +185,7 @@ class Zygote:
 
     def _end(self, slot: Slot, status: int | None, sig: int = signal.SIGKILL) -> None:
         """Take a model down: its workers, its socket, its stdio; report `status` to the launcher."""
+        slot.ended = True
         for pid in list(slot.workers):
             try:
                 os.kill(pid, sig)
@@ -217,7 +223,8 @@ class Zygote:
                      reload: dict | None = None) -> None:
         """A worker for a new MMS connection, or (`reload`) a replacement on a killed worker's one."""
         if client is None:
-            assert slot.listener is not None
+            if slot.listener is None:  # the model ended: nothing to accept on
+                return
             try:
                 client, _ = slot.listener.accept()
             except OSError:
