@@ -130,13 +130,17 @@ class Zygote:
             request, fds = launcher_wire.read_registration(conn)
         except (OSError, ValueError) as exc:
             log.warning("bad launcher request: %s", exc)
-            conn.close()
+            self._refuse(conn)
             return
         args = mms_protocol.worker_args(request.get("argv") or [])
         if args is None:
-            log.warning("launcher sent arguments MMS's worker would not take: %s", request.get("argv"))
+            log.warning("launcher sent arguments MMS's worker would not take: %.300s", request.get("argv"))
+            try:
+                os.write(fds[2], b"the model's arguments were refused by MMS's worker parser\n")
+            except OSError:
+                pass
             launcher_wire.close_fds(fds)
-            conn.close()
+            self._refuse(conn)
             return
         conn.settimeout(None)
         slot = Slot(conn=conn, launcher_pid=pid, request=request, fds=fds, args=args)
@@ -152,6 +156,16 @@ class Zygote:
         if not request.get("adopt"):
             # What MMS waits for on the backend server's stdout before it connects.
             self._write(slot, mms_protocol.handshake(args.sock_name, pid))
+
+    @staticmethod
+    def _refuse(conn: socket.socket) -> None:
+        """End a registration as a failed start (exit status 2): a bare close would read as a zygote
+        restart, and the launcher would register again and again."""
+        try:
+            conn.sendall(launcher_wire.exit_message(2 << 8))
+        except OSError:
+            pass
+        conn.close()
 
     @staticmethod
     def _bind(path: str) -> socket.socket:
