@@ -139,3 +139,33 @@ def test_zygote_refusal_ends_the_launcher(serve: Serve, tmp_path: Path) -> None:
     assert done.returncode == 2, (done.returncode, done.stderr[-300:])
     assert time.monotonic() - t0 < 5
     assert b"refused" in done.stderr
+
+
+# ---- management API input that MMS answered 500, 200 or with a download (RequestGuard.java) -------------
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ('{"model_name": "x", "url": ', "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"model_name": "neg", "url": "DIR", "response_timeout": -1}', "response_timeout"),
+        ('{"model_name": "h", "url": "DIR", "handler": "foo:bar"}', "handler"),
+        ('{"model_name": "zero", "url": "DIR", "initial_workers": 0}', "initial_workers"),
+        ('{"model_name": "web", "url": "http://127.0.0.1:9/x.mar"}', "local directory"),
+        ('{"model_name": "file", "url": "DIR/model.joblib"}', "local directory"),
+    ],
+)
+def test_bad_register_requests_get_400(serve: Serve, model_dir: Path, body: str, words: str) -> None:
+    resp = serve.http.post(f"{serve.url}/models", data=body.replace("DIR", str(model_dir)),
+                           headers={"Content-Type": "application/json"}, timeout=30)
+    assert resp.status_code == 400, (resp.status_code, resp.text)
+    assert words in one_line_error(resp)
+    assert serve.http.get(f"{serve.url}/models", timeout=10).json()["models"] == []
+
+
+def test_unknown_method_is_not_answered_200(serve: Serve) -> None:
+    resp = serve.http.request("FOO", f"{serve.url}/ping", timeout=10)
+    assert resp.status_code == 405, (resp.status_code, resp.text)
+    assert "FOO" in one_line_error(resp)
+    assert serve.http.get(f"{serve.url}/ping", timeout=10).status_code == 200  # same connection still good
