@@ -144,7 +144,7 @@ def _await_plugin(port: int, java: subprocess.Popen, timeout: float) -> None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/mme", timeout=2) as resp:
                 state = json.loads(resp.read())
-            if state.get("guarded_workload_manager") is True:
+            if state.get("guarded_workload_manager") is True and _metrics_ready(port):
                 return
             last = "GET /mme: " + json.dumps(state)
             if state.get("install_failed"):
@@ -155,6 +155,15 @@ def _await_plugin(port: int, java: subprocess.Popen, timeout: float) -> None:
             last = str(exc)
         time.sleep(0.05)
     raise RuntimeError(f"the MMS plugin did not install ({last}); see the log above")
+
+
+def _metrics_ready(port: int) -> bool:
+    """GET /metrics answers 503 until our plugin sees every new connection (ChannelHook.java)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            return resp.status == 200
+    except (OSError, ValueError):
+        return False
 
 
 def _short_tmp() -> str | None:
@@ -172,6 +181,7 @@ class Server:
         self.zygote: subprocess.Popen | None = None
         self.java: subprocess.Popen | None = None
         self.stopping = False
+        self.zygote_restarts = 0
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -183,6 +193,10 @@ class Server:
             memory_budget_bytes=self.s.memory_budget_bytes,
             memory_reserve_bytes=self.s.memory_reserve_bytes,
             worker_memory_limit_bytes=self.s.worker_memory_limit_bytes,
+            metrics_max_models=self.s.metrics_max_models,
+            emf_interval_s=self.s.emf_interval_s,
+            emf_namespace=self.s.emf_namespace,
+            emf_dimensions=",".join(f"{k}={v}" for k, v in self.s.emf_dimensions or ()) or None,
         ).to_env())
         env.setdefault("OMP_NUM_THREADS", "1")
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -230,6 +244,8 @@ class Server:
             if self.zygote is not None and self.zygote.poll() is not None and not self.stopping:
                 # The launchers of running models keep serving; new loads need a zygote again.
                 log(f"zygote exited with {self.zygote.returncode}; restarting it")
+                self.zygote_restarts += 1  # GET /metrics reports it (mme_container_zygote_restarts_total)
+                (self.run / "ledger" / "zygote-restarts").write_text(f"{self.zygote_restarts}\n")
                 self.start_zygote()
             time.sleep(0.2)
         return 0
