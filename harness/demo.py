@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from sklearn_mme.harness import scenario
+from sklearn_mme.harness import container_metrics, scenario
 from sklearn_mme.harness.app import Harness, HarnessConfig
 from sklearn_mme.harness.container import free_port
 from sklearn_mme.harness.packaging import package
@@ -119,6 +119,9 @@ def run_demo(
             echo(f"  warm invoke p50   {warm_ms:.1f} ms through boto3 -> harness -> container")
             for line in mismatches[:10]:
                 echo(f"  MISMATCH {line}")
+            echo("[demo] per model, from the container's own GET /metrics")
+            for line in container_metrics.table(container_metrics.scrape(harness.client.base_url)):
+                echo(line)
         ok = not mismatches and report1.max_loaded <= max_models and row.loads == 1
         echo(
             f"[demo] {'OK' if ok else 'FAILED'} in {time.perf_counter() - t_start:.1f}s; "

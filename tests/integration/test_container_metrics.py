@@ -174,3 +174,19 @@ def test_emf_lines_follow_the_specification(capped: Serve, model_root: Path) -> 
         per_interval[aws["Timestamp"]].append(line["Model"])
     for models in per_interval.values():
         assert len(models) == len(set(models))  # one line per model per interval
+
+
+def test_the_harness_merges_the_containers_series_into_its_own(plain: Serve) -> None:
+    """mme-local's /metrics: its own SageMaker-side series, then the container's, in one parseable text."""
+    from sklearn_mme.harness import container_metrics
+    from sklearn_mme.harness.metrics import HarnessMetrics, parse_exposition, sample_sum
+
+    metrics = HarnessMetrics()
+    metrics.cache_hit.labels("segment_a.tar.gz").inc()
+    metrics.sources.append(lambda: container_metrics.scrape(plain.url))
+    merged = parse_exposition(metrics.exposition().decode())
+    assert sample_sum(merged, "mme_model_cache_hit_total", model="segment_a.tar.gz") == 1
+    assert sample_sum(merged, "mme_container_invocations_total", model="segment_a.tar.gz") >= 10
+    rows = {row[0]: row for row in container_metrics.per_model_rows(container_metrics.scrape(plain.url))}
+    assert rows["segment_a.tar.gz"][1:3] == (10, 3) and rows["segment_a.tar.gz"][4] == 1
+    assert container_metrics.scrape("http://127.0.0.1:9") == ""  # a container that is gone: nothing added
