@@ -22,17 +22,21 @@ import software.amazon.ai.mms.servingsdk.http.Response;
 public class MetricsEndpoint extends ModelServerEndpoint {
 
     private static final AtomicBoolean STARTED = new AtomicBoolean();
+    /** The bench's control arm (bench/metrics_overhead.py): no per-connection handler at all. */
+    static final boolean HANDLER_OFF = "off".equals(System.getenv("_MME_METRICS_HANDLER"));
 
     public MetricsEndpoint() {
         if (STARTED.compareAndSet(false, true)) {
-            ChannelHook.start();
+            if (!HANDLER_OFF) {
+                ChannelHook.start();
+            }
             EmfWriter.startIfConfigured();
         }
     }
 
     @Override
     public void doGet(Request req, Response rsp, Context ctx) throws IOException {
-        if (!ChannelHook.installed()) {
+        if (!HANDLER_OFF && !ChannelHook.installed()) {
             rsp.setStatus(503, "Service Unavailable");
             rsp.setContentType("text/plain; charset=utf-8");
             rsp.getOutputStream().write("metrics are not installed yet\n".getBytes(StandardCharsets.UTF_8));
