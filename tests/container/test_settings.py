@@ -36,6 +36,7 @@ MALFORMED = {
     "MME_WORKER_MEMORY_LIMIT": "12 parsecs",
     "MME_SKOPS_TRUSTED_TYPES": "sklearn.svm.SVC, not a type",
     "SAGEMAKER_PROGRAM": "code/serve.py",
+    "MME_VERSION_SKEW": "strict",
     "MME_HANDLER": "sklearn_mme.container.mms_entry",
     "MME_JAVA_OPTS": "-Dname='unclosed",
     "MME_LOG_LEVEL": "loud",
