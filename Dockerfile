@@ -22,7 +22,7 @@ RUN set -eu; \
     apt_opts=""; \
     if [ -n "$BUILD_CA_CERT" ] && [ -f "$BUILD_CA_CERT" ]; then apt_opts="-o Acquire::https::CAInfo=$BUILD_CA_CERT"; fi; \
     apt-get $apt_opts update; \
-    apt-get $apt_opts install -y --no-install-recommends python3 python3-venv; \
+    apt-get $apt_opts install -y --no-install-recommends python3 python3-venv libgomp1; \
     rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin; \
     python3 -m venv /opt/venv
 
@@ -38,7 +38,7 @@ RUN set -eu; \
     /opt/venv/bin/python -m pip uninstall -y -q pip; \
     site=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
     find "$site/numpy" "$site/scipy" "$site/sklearn" -depth -type d -name tests -exec rm -rf {} +; \
-    /opt/venv/bin/python -c 'import numpy, scipy.sparse, scipy.special, sklearn.ensemble, sklearn.pipeline, mms, skops.io, joblib, psutil'; \
+    /opt/venv/bin/python -c 'import numpy, scipy.sparse, scipy.special, sklearn.ensemble, sklearn.pipeline, mms, skops.io, joblib, psutil, xgboost, lightgbm'; \
     rm -rf /tmp/build /root/.cache
 # pip is removed (nothing installs at run time).
 # The test suites of numpy, scipy and scikit-learn (~65 MB) are not needed to serve.
@@ -104,7 +104,7 @@ RUN set -eu; \
     apt_opts=""; \
     if [ -n "$BUILD_CA_CERT" ] && [ -f "$BUILD_CA_CERT" ]; then apt_opts="-o Acquire::https::CAInfo=$BUILD_CA_CERT"; fi; \
     apt-get $apt_opts update; \
-    apt-get $apt_opts install -y --no-install-recommends python3 tini passwd; \
+    apt-get $apt_opts install -y --no-install-recommends python3 tini passwd libgomp1; \
     apt-get clean; \
     rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt/* /var/log/dpkg.log /tmp/*; \
     useradd --uid 1000 --user-group --create-home --home-dir /home/model-server \

@@ -35,6 +35,13 @@ def preload(handler: str) -> None:
     import sklearn.tree  # noqa: F401
     import sklearn_mme.container.backend  # noqa: F401
 
+    # XGBoost and LightGBM when installed (the handler imports them lazily, only for models that need them):
+    # imported here, their pages are shared by every forked worker instead of being loaded per model.
+    for optional in ("xgboost", "lightgbm"):
+        try:
+            importlib.import_module(optional)
+        except (ImportError, OSError):  # not installed, or lightgbm without the system's libgomp
+            pass
     # The configured MMS handler module (ours by default); a path-style handler is imported per model.
     module = handler.split(":", 1)[0]
     if "/" not in module:

@@ -16,6 +16,28 @@ def deploy_plan(spec: DeploySpec, state: State) -> list[Step]:
         raise InputError(
             f"endpoint {name} exists and was not created by mme-deploy (no {name!r} ownership tag)"
         )
+    plan = _definition_calls(spec, state)
+    old_config = _endpoint_calls(spec, state, plan)
+    plan.append(WaitInService(name))
+    if spec.scaling is not None:
+        plan.extend(scaling_calls(name, spec.scaling))
+    elif state.scalable_target and deregister(name) not in plan:
+        plan.append(deregister(name))
+    if spec.alarms is not None:
+        plan.extend(alarm_calls(spec, spec.alarms))
+    elif state.alarms:
+        plan.append(Call("cloudwatch", "DeleteAlarms", {"AlarmNames": sorted(state.alarms)}))
+    if old_config is not None:
+        # The previous config (and its model, when no longer used) is ours and now unused.
+        plan.append(Call("sagemaker", "DeleteEndpointConfig", {"EndpointConfigName": old_config}))
+        for model in state.models:
+            if model != spec.model_name:
+                plan.append(Call("sagemaker", "DeleteModel", {"ModelName": model}))
+    return plan
+
+
+def _definition_calls(spec: DeploySpec, state: State) -> list[Step]:
+    """The model and the endpoint config, each created when no existing one has this content's name."""
     plan: list[Step] = []
     if spec.model_name not in state.models:
         plan.append(
@@ -37,7 +59,12 @@ def deploy_plan(spec: DeploySpec, state: State) -> list[Step]:
                 },
             )
         )
-    old_config = None
+    return plan
+
+
+def _endpoint_calls(spec: DeploySpec, state: State, plan: list[Step]) -> str | None:
+    """Create the endpoint, or move it to the new config; returns the config it leaves, if any."""
+    name = spec.name
     if state.endpoint is None:
         plan.append(
             Call(
@@ -46,33 +73,17 @@ def deploy_plan(spec: DeploySpec, state: State) -> list[Step]:
                 {"EndpointName": name, "EndpointConfigName": spec.config_name, "Tags": spec.tags},
             )
         )
-    elif state.endpoint["EndpointConfigName"] != spec.config_name:
-        old_config = state.endpoint["EndpointConfigName"]
-        # A variant registered with Application Auto Scaling must be deregistered before its instance
-        # count or type changes; it is registered again below once the endpoint is back in service.
-        if state.scalable_target:
-            plan.append(deregister(name))
-        plan.append(
-            Call(
-                "sagemaker", "UpdateEndpoint", {"EndpointName": name, "EndpointConfigName": spec.config_name}
-            )
-        )
-    plan.append(WaitInService(name))
-    if spec.scaling is not None:
-        plan.extend(scaling_calls(name, spec.scaling))
-    elif state.scalable_target and deregister(name) not in plan:
+        return None
+    if state.endpoint["EndpointConfigName"] == spec.config_name:
+        return None
+    # A variant registered with Application Auto Scaling must be deregistered before its instance
+    # count or type changes; it is registered again below once the endpoint is back in service.
+    if state.scalable_target:
         plan.append(deregister(name))
-    if spec.alarms is not None:
-        plan.extend(alarm_calls(spec, spec.alarms))
-    elif state.alarms:
-        plan.append(Call("cloudwatch", "DeleteAlarms", {"AlarmNames": sorted(state.alarms)}))
-    if old_config is not None:
-        # The previous config (and its model, when no longer used) is ours and now unused.
-        plan.append(Call("sagemaker", "DeleteEndpointConfig", {"EndpointConfigName": old_config}))
-        for model in state.models:
-            if model != spec.model_name:
-                plan.append(Call("sagemaker", "DeleteModel", {"ModelName": model}))
-    return plan
+    plan.append(
+        Call("sagemaker", "UpdateEndpoint", {"EndpointName": name, "EndpointConfigName": spec.config_name})
+    )
+    return state.endpoint["EndpointConfigName"]
 
 
 def teardown_plan(state: State) -> list[Step]:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse
-from sklearn_mme.handler.content_types import negotiate, parse_media_type
+from sklearn_mme.handler.boosters import BoosterPrediction, NativeBooster
+from sklearn_mme.handler.content_types import CSV, negotiate, parse_media_type
 from sklearn_mme.handler.decoders import MAX_EXPANDED_BYTES, decode
 from sklearn_mme.handler.encoders import encode
 from sklearn_mme.handler.errors import BadRequest, InferenceError, UserCodeError, one_line
@@ -118,9 +119,12 @@ def _predictions_from(probabilities: object, model: object) -> np.ndarray | None
 
 
 def predict_fn(data: object, model: object) -> dict[str, list]:
-    """{"predictions": [...]} plus "probabilities" (one list per row) when the model has predict_proba."""
+    """{"predictions": [...]} plus "probabilities" (one list per row) when the model has predict_proba; a
+    native Booster answers its predict alone (a BoosterPrediction for XGBoost: see output_fn)."""
     check_n_features(data, model)
     data = as_model_input(data, model)
+    if isinstance(model, NativeBooster):
+        return _call_model(model.prediction, data)
     probabilities = None
     # hasattr is False for pipelines whose last step lacks predict_proba (sklearn's available_if).
     if hasattr(model, "predict_proba"):
@@ -141,4 +145,6 @@ def predict_fn(data: object, model: object) -> dict[str, list]:
 def output_fn(prediction: object, accept: str | None) -> tuple[bytes, str]:
     """Encode for the best supported type of `accept` (q-values, wildcards); returns (body, content type)."""
     content_type = negotiate(accept, get_settings().default_accept)
+    if content_type == CSV and isinstance(prediction, BoosterPrediction):
+        return prediction.csv_body(), content_type
     return encode(prediction, content_type), content_type

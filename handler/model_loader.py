@@ -16,6 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
+from sklearn_mme.handler.boosters import (
+    LIGHTGBM_MODEL,
+    LIGHTGBM_SUFFIX,
+    XGBOOST_MODEL,
+    is_native,
+    load_native,
+    pin_threads,
+)
 from sklearn_mme.handler.errors import (
     InferenceError,
     InsufficientMemory,
@@ -26,8 +34,10 @@ from sklearn_mme.handler.errors import (
 
 logger = logging.getLogger(__name__)
 
-PREFERRED_FILES = ("model.joblib", "model.skops")
-MODEL_SUFFIXES = (".joblib", ".pkl", ".pickle", ".skops")
+# Looked for in this order; then the single file with one of MODEL_SUFFIXES. `xgboost-model` is the name
+# SageMaker's XGBoost container writes; `model.txt` and `*.lgb` are LightGBM's text models (boosters.py).
+PREFERRED_FILES = ("model.joblib", "model.skops", XGBOOST_MODEL, LIGHTGBM_MODEL)
+MODEL_SUFFIXES = (".joblib", ".pkl", ".pickle", ".skops", LIGHTGBM_SUFFIX)
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -36,7 +46,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def find_model_file(model_dir: Path) -> Path:
-    """model.joblib, else model.skops, else the single *.joblib/*.pkl/*.pickle/*.skops file in model_dir."""
+    """The first of PREFERRED_FILES in model_dir, else its single file with one of MODEL_SUFFIXES."""
     if not model_dir.is_dir():
         raise ModelNotFound(f"model directory {model_dir.name!r} does not exist")
     for name in PREFERRED_FILES:
@@ -48,11 +58,12 @@ def find_model_file(model_dir: Path) -> Path:
     if candidates:
         names = ", ".join(p.name for p in candidates[:10])
         raise ModelLoadError(f"several model files found ({names}); keep one, or name it model.joblib")
+    preferred = ", ".join(PREFERRED_FILES)
+    suffixes = ", ".join("*" + s for s in MODEL_SUFFIXES)
     found = sorted(p.name + ("/" if p.is_dir() else "") for p in model_dir.iterdir())
     listing = ", ".join(found[:10]) + (", ..." if len(found) > 10 else "") if found else "nothing"
     raise ModelLoadError(
-        f"no model file: expected model.joblib or a single *.joblib, *.pkl, *.pickle or *.skops file; "
-        f"found {listing}"
+        f"no model file: expected one of {preferred} or a single {suffixes} file; found {listing}"
     )
 
 
@@ -72,13 +83,16 @@ def verify_sha256(model_file: Path) -> None:
 
 
 def load_model_file(model_file: Path, trusted_types: Iterable[str] = ()) -> object:
-    """joblib.load, or skops.io.load refusing types outside skops' defaults plus `trusted_types`."""
+    """joblib.load, skops.io.load refusing types outside skops' defaults plus `trusted_types`, or a native
+    XGBoost/LightGBM model (boosters.py); XGBoost/LightGBM estimators inside are set to one thread."""
     try:
         if model_file.suffix.lower() == ".skops":
-            return _load_skops(model_file, set(trusted_types))
+            return pin_threads(_load_skops(model_file, set(trusted_types)))
+        if is_native(model_file):
+            return load_native(model_file)
         import joblib
 
-        return joblib.load(model_file)
+        return pin_threads(joblib.load(model_file))
     except InferenceError:
         raise
     except MemoryError:

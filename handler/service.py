@@ -8,7 +8,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
-from sklearn_mme.handler import defaults
+from sklearn_mme.handler import defaults, versions
 from sklearn_mme.handler.content_types import TEXT_TYPES, decode_text, negotiate, parse_media_type
 from sklearn_mme.handler.errors import (
     InferenceError,
@@ -47,6 +47,7 @@ class ModelService:
                 self._user.add(name)
             self._fns[name] = fn or getattr(defaults, name)
         self._transform_fn = user_code.function("transform_fn") if user_code else None
+        self.version_skew: list[versions.Skew] = []  # what versions.find_skews found at load
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike) -> ModelService:
@@ -63,9 +64,11 @@ class ModelService:
         service = cls(None, model_dir, user_code, settings)
         service._refuse_mixed_transform_fn()
         model_fn = service._fns["model_fn"]
+        manifest = versions.read_manifest(model_dir)  # its sha256 is checked before anything is unpickled
         try:
             # The code dir stays importable during model_fn: unpickling may need the helper modules' classes.
-            with user_code.scope() if user_code else nullcontext():
+            with user_code.scope() if user_code else nullcontext(), \
+                    versions.pickled_sklearn_versions() as pickled_sklearn:
                 model = model_fn(str(model_dir))
         except InferenceError:
             raise
@@ -79,6 +82,8 @@ class ModelService:
         uses_default_predict = service._transform_fn is None and "predict_fn" not in service._user
         if uses_default_predict and not callable(getattr(model, "predict", None)):
             raise ModelLoadError(f"the loaded {type(model).__name__} has no predict method")
+        service.version_skew = versions.find_skews(model, manifest, pickled_sklearn)
+        versions.enforce(service.version_skew, settings.version_skew, model_dir.name)
         service.model = model
         return service
 

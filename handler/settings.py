@@ -100,7 +100,20 @@ def _program(text: str) -> str:
 
 PROGRAM = EnvVar("SAGEMAKER_PROGRAM", _program, "inference.py",
                  "the user script in a model's `code/` that may override the handler's functions")
-VARIABLES: tuple[EnvVar, ...] = (MAX_PAYLOAD, DEFAULT_ACCEPT, DEFAULT_CONTENT, SKOPS_TRUSTED, PROGRAM)
+VERSION_SKEW_POLICIES = ("warn", "refuse")
+
+
+def _skew_policy(text: str) -> str:
+    if text.lower() not in VERSION_SKEW_POLICIES:
+        raise ValueError(f"is not one of {', '.join(VERSION_SKEW_POLICIES)}")
+    return text.lower()
+
+
+VERSION_SKEW = EnvVar("MME_VERSION_SKEW", _skew_policy, "warn",
+                      "a model written by another scikit-learn/XGBoost/LightGBM version: `warn` (log, "
+                      "count, load) or `refuse` (the load answers 400)")
+VARIABLES: tuple[EnvVar, ...] = (MAX_PAYLOAD, DEFAULT_ACCEPT, DEFAULT_CONTENT, SKOPS_TRUSTED, PROGRAM,
+                                 VERSION_SKEW)
 
 
 @dataclass(frozen=True)
@@ -110,6 +123,7 @@ class Settings:
     default_content_type: str = DEFAULT_CONTENT.default
     skops_trusted_types: tuple[str, ...] = ()
     program: str = PROGRAM.default
+    version_skew: str = VERSION_SKEW.default
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -121,6 +135,7 @@ class Settings:
             default_content_type=DEFAULT_CONTENT.read(env),
             skops_trusted_types=SKOPS_TRUSTED.read(env) or (),
             program=PROGRAM.read(env),
+            version_skew=VERSION_SKEW.read(env),
         )
 
 

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import json
 import random
-import statistics
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
 from sklearn_mme.harness.metrics import parse_exposition, sample_sum
+from sklearn_mme.harness.scenario_report import ModelRow, Outcome, Report
 
 PATTERNS = ("round-robin", "random", "sequential")
 
@@ -34,99 +34,6 @@ class Request:
     body: bytes
     content_type: str = "text/csv"
     accept: str = "application/json"
-
-
-@dataclass
-class Outcome:
-    model: str
-    ok: bool
-    seconds: float
-    cache: str = ""  # hit / miss from X-Mme-Cache
-    wait_ms: float = 0.0
-    body: bytes = b""
-    error: str = ""
-
-
-@dataclass
-class ModelRow:
-    model: str
-    requests: int = 0
-    ok: int = 0
-    errors: int = 0
-    hits: int = 0
-    misses: int = 0
-    downloads: int = 0
-    loads: int = 0
-    unloads: int = 0
-    load_seconds: float = 0.0
-    wait_seconds_max: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-
-
-@dataclass
-class Report:
-    rows: dict[str, ModelRow]
-    outcomes: list[Outcome]
-    seconds: float
-    max_loaded: int
-
-    @property
-    def totals(self) -> ModelRow:
-        total = ModelRow("TOTAL")
-        for row in self.rows.values():
-            for name in ("requests", "ok", "errors", "hits", "misses", "downloads", "loads", "unloads"):
-                setattr(total, name, getattr(total, name) + getattr(row, name))
-            total.load_seconds += row.load_seconds
-            total.wait_seconds_max = max(total.wait_seconds_max, row.wait_seconds_max)
-            total.latencies.extend(row.latencies)
-        return total
-
-    def table(self) -> str:
-        header = (
-            "model",
-            "reqs",
-            "ok",
-            "err",
-            "hits",
-            "misses",
-            "dl",
-            "loads",
-            "unloads",
-            "load ms/ea",
-            "max wait ms",
-            "p50 ms",
-            "max ms",
-        )
-        lines = []
-        for row in [*self.rows.values(), self.totals]:
-            lat = sorted(row.latencies)
-            lines.append(
-                (
-                    row.model,
-                    row.requests,
-                    row.ok,
-                    row.errors,
-                    row.hits,
-                    row.misses,
-                    row.downloads,
-                    row.loads,
-                    row.unloads,
-                    f"{1000 * row.load_seconds / row.loads:.0f}" if row.loads else "-",
-                    f"{1000 * row.wait_seconds_max:.0f}",
-                    f"{1000 * statistics.median(lat):.1f}" if lat else "-",
-                    f"{1000 * lat[-1]:.1f}" if lat else "-",
-                )
-            )
-        widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=True)]
-
-        def fmt(cells: tuple) -> str:
-            first, *rest = (str(c) for c in cells)
-            return "  ".join(
-                [first.ljust(widths[0])] + [c.rjust(w) for c, w in zip(rest, widths[1:], strict=True)]
-            )
-
-        rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
-        return "\n".join([fmt(header), rule, *(fmt(line) for line in lines[:-1]), rule, fmt(lines[-1])])
 
 
 def load_script(path: Path) -> tuple[list[Request], int, int, str, int]:
@@ -201,83 +108,66 @@ def _metrics(endpoint_url: str) -> dict:
     return parse_exposition(resp.text)
 
 
-def run(
-    endpoint_url: str,
-    plan: list[Request],
-    endpoint_name: str = "mme-local",
-    concurrency: int = 1,
-    progress: bool = True,
-    on_outcome: Callable[[Request, Outcome], None] | None = None,
-) -> Report:
-    """Send `plan` through boto3 to the harness and build the report."""
-    from botocore.exceptions import ClientError
-    from tqdm import tqdm
+class _LoadedWatcher:
+    """Samples the harness's loaded-model gauge while a session runs: the most seen at once."""
 
-    client = runtime_client(endpoint_url, max_pool=max(concurrency, 10))
-    before = _metrics(endpoint_url)
-    max_loaded = int(sample_sum(before, "mme_loaded_model_count"))
-    stop = threading.Event()
+    def __init__(self, endpoint_url: str, start: dict) -> None:
+        self.endpoint_url = endpoint_url
+        self.max_loaded = int(sample_sum(start, "mme_loaded_model_count"))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
 
-    def watch() -> None:  # sample the loaded-model gauge while the session runs
-        nonlocal max_loaded
-        while not stop.wait(0.05):
+    def _watch(self) -> None:
+        while not self._stop.wait(0.05):
             try:
-                max_loaded = max(
-                    max_loaded, int(sample_sum(_metrics(endpoint_url), "mme_loaded_model_count"))
-                )
+                self.see(_metrics(self.endpoint_url))
             except requests.RequestException:
                 pass
 
-    def send(req: Request) -> Outcome:
-        t0 = time.perf_counter()
-        try:
-            resp = client.invoke_endpoint(
-                EndpointName=endpoint_name,
-                TargetModel=req.model,
-                Body=req.body,
-                ContentType=req.content_type,
-                Accept=req.accept,
-            )
-            body = resp["Body"].read()
-            headers = resp["ResponseMetadata"]["HTTPHeaders"]
-            out = Outcome(
-                req.model,
-                True,
-                time.perf_counter() - t0,
-                headers.get("x-mme-cache", ""),
-                float(headers.get("x-mme-load-wait-ms", 0)),
-                body,
-            )
-        except ClientError as err:
-            error = err.response.get("Error", {})
-            out = Outcome(
-                req.model,
-                False,
-                time.perf_counter() - t0,
-                error=f"{error.get('Code')}: {error.get('Message')}",
-            )
-        if on_outcome is not None:
-            on_outcome(req, out)
-        return out
+    def see(self, samples: dict) -> None:
+        self.max_loaded = max(self.max_loaded, int(sample_sum(samples, "mme_loaded_model_count")))
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    started = time.perf_counter()
+    def __enter__(self) -> _LoadedWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _send(client: Any, endpoint_name: str, req: Request) -> Outcome:
+    """One invocation through boto3; an error answer becomes a failed Outcome."""
+    from botocore.exceptions import ClientError
+
+    t0 = time.perf_counter()
     try:
-        with (
-            ThreadPoolExecutor(concurrency) as pool,
-            tqdm(total=len(plan), desc="invocations", unit="req", disable=not progress, leave=False) as bar,
-        ):
-            outcomes = []
-            for out in pool.map(send, plan):
-                outcomes.append(out)
-                bar.update(1)
-    finally:
-        stop.set()
-        watcher.join()
-    seconds = time.perf_counter() - started
-    after = _metrics(endpoint_url)
-    max_loaded = max(max_loaded, int(sample_sum(after, "mme_loaded_model_count")))
+        resp = client.invoke_endpoint(
+            EndpointName=endpoint_name,
+            TargetModel=req.model,
+            Body=req.body,
+            ContentType=req.content_type,
+            Accept=req.accept,
+        )
+        body = resp["Body"].read()
+    except ClientError as err:
+        error = err.response.get("Error", {})
+        return Outcome(
+            req.model, False, time.perf_counter() - t0, error=f"{error.get('Code')}: {error.get('Message')}"
+        )
+    headers = resp["ResponseMetadata"]["HTTPHeaders"]
+    return Outcome(
+        req.model,
+        True,
+        time.perf_counter() - t0,
+        headers.get("x-mme-cache", ""),
+        float(headers.get("x-mme-load-wait-ms", 0)),
+        body,
+    )
+
+
+def _rows(plan: list[Request], outcomes: list[Outcome], before: dict, after: dict) -> dict[str, ModelRow]:
+    """Per-model rows: requests and latencies from the client side, loads and the rest from /metrics."""
 
     def delta(name: str, **labels: str) -> float:
         return sample_sum(after, name, **labels) - sample_sum(before, name, **labels)
@@ -299,6 +189,41 @@ def run(
         row.loads = int(delta("mme_model_loading_seconds_count", model=key))
         row.unloads = int(delta("mme_model_unload_total", model=key))
         row.load_seconds = delta("mme_model_loading_seconds_sum", model=key)
-        waits = [o.wait_ms / 1000 for o in outcomes if o.model == key]
-        row.wait_seconds_max = max(waits, default=0.0)
-    return Report(rows, outcomes, seconds, max_loaded)
+        row.wait_seconds_max = max((o.wait_ms / 1000 for o in outcomes if o.model == key), default=0.0)
+    return rows
+
+
+def run(
+    endpoint_url: str,
+    plan: list[Request],
+    endpoint_name: str = "mme-local",
+    concurrency: int = 1,
+    progress: bool = True,
+    on_outcome: Callable[[Request, Outcome], None] | None = None,
+) -> Report:
+    """Send `plan` through boto3 to the harness and build the report."""
+    from tqdm import tqdm
+
+    client = runtime_client(endpoint_url, max_pool=max(concurrency, 10))
+
+    def send(req: Request) -> Outcome:
+        out = _send(client, endpoint_name, req)
+        if on_outcome is not None:
+            on_outcome(req, out)
+        return out
+
+    before = _metrics(endpoint_url)
+    outcomes: list[Outcome] = []
+    started = time.perf_counter()
+    with (
+        _LoadedWatcher(endpoint_url, before) as watcher,
+        ThreadPoolExecutor(concurrency) as pool,
+        tqdm(total=len(plan), desc="invocations", unit="req", disable=not progress, leave=False) as bar,
+    ):
+        for out in pool.map(send, plan):
+            outcomes.append(out)
+            bar.update(1)
+    seconds = time.perf_counter() - started
+    after = _metrics(endpoint_url)
+    watcher.see(after)
+    return Report(_rows(plan, outcomes, before, after), outcomes, seconds, watcher.max_loaded)

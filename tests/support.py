@@ -6,7 +6,9 @@ import io
 import os
 import signal
 import subprocess
+import sys
 import tarfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -120,3 +122,35 @@ def write_tar(
             else:
                 tar.addfile(info)
     return path
+
+
+@contextmanager
+def moto_server(log_path: Path) -> Iterator[str]:
+    """moto's AWS server in a subprocess on a free loopback port (all the AWS tests reach); yields its URL."""
+    url = f"http://127.0.0.1:{ports.free_port()}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", url.rsplit(":", 1)[1]],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **FAKE_AWS}, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # moto has no /ping; any answer from its own API means it is up
+            if proc.poll() is not None:
+                raise AssertionError(f"moto server exited:\n{log_path.read_text()}")
+            try:
+                requests.get(url + "/moto-api/", timeout=2)
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"moto server did not start:\n{log_path.read_text()}") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+

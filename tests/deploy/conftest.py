@@ -8,10 +8,6 @@ endpoint URLs) removed, for this process and the subprocesses it starts. Nothing
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +17,7 @@ import requests
 from click.testing import CliRunner, Result
 from sklearn_mme.deploy.cli import main
 
-from tests.support import FAKE_AWS, free_port
+from tests.support import FAKE_AWS, moto_server
 
 REPO = Path(__file__).resolve().parents[2]
 MME_DEPLOY = str(REPO / ".venv" / "bin" / "mme-deploy")
@@ -41,49 +37,15 @@ UNSET = (
 )
 
 
-def _start_moto(log_path: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **FAKE_AWS},
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"moto server exited:\n{log_path.read_text()}")
-        try:
-            requests.get(url + "/moto-api/", timeout=2)
-            return proc, url
-        except requests.RequestException:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError(f"moto server did not start:\n{log_path.read_text()}") from None
-            time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Start moto's server and force every boto3 client (here and in subprocesses) onto it; yields its URL."""
-    proc, url = _start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
-    with pytest.MonkeyPatch.context() as mp:
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as url, pytest.MonkeyPatch.context() as mp:
         for key in [*UNSET, *(k for k in os.environ if k.startswith("AWS_ENDPOINT_URL_"))]:
             mp.delenv(key, raising=False)
         for key, value in {**FAKE_AWS, "AWS_ENDPOINT_URL": url}.items():
             mp.setenv(key, value)
-        try:
-            yield url
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        yield url
 
 
 @pytest.fixture

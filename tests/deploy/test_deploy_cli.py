@@ -393,7 +393,7 @@ def test_metrics_table(aws: dict) -> None:
                 "deploy",
                 "seg",
                 "--image-uri",
-                "docker.io/library/sklearn-mme:1",
+                "registry.example.com/library/sklearn-mme:1",
                 "--role-arn",
                 ROLE,
                 "--model-data-prefix",

@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 from sklearn_mme.container import examples
-from sklearn_mme.harness.container import free_port
 from sklearn_mme.harness.packaging import package
 
 from tests.harness_process import (  # noqa: F401 - re-exported for the harness tests
@@ -31,7 +26,7 @@ from tests.harness_process import (  # noqa: F401 - re-exported for the harness 
     start_harness,
     stop_harness,
 )
-from tests.support import FAKE_AWS
+from tests.support import moto_server
 
 # A slow model's code/inference.py: model_fn sleeps, so a load lasts long enough for a burst of requests to
 # arrive during it, or outlasts the harness's wait limit.
@@ -109,34 +104,5 @@ def cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -> su
 @pytest.fixture(scope="module")
 def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's S3 server in a subprocess on a free loopback port; yields its endpoint URL."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **FAKE_AWS},
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"moto server exited:\n{log_path.read_text()}")
-            try:
-                requests.get(url + "/moto-api/", timeout=2)
-                break
-            except requests.RequestException:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"moto server did not start:\n{log_path.read_text()}") from None
-                time.sleep(0.2)
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as url:
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)

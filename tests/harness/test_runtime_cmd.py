@@ -16,8 +16,8 @@ from sklearn_mme.harness.container import (
     find_container_cli,
     free_port,
 )
-from sklearn_mme.harness.manager import opaque_name
 from sklearn_mme.harness.metrics import HarnessMetrics, parse_exposition
+from sklearn_mme.harness.registry import opaque_name
 
 
 def test_docker_argv_exact(tmp_path: Path) -> None:

@@ -117,7 +117,7 @@ def _names(archive: Path) -> list[str]:
 def test_package_file_becomes_model_joblib(tmp_path: Path) -> None:
     f = tmp_path / "clf.pkl"
     f.write_bytes(b"pickle")
-    assert _names(package(f, tmp_path / "out.tar.gz")) == ["model.joblib"]
+    assert _names(package(f, tmp_path / "out.tar.gz")) == ["mme-manifest.json", "model.joblib"]
 
 
 def test_package_dir_with_code_is_reproducible(tmp_path: Path) -> None:
@@ -129,13 +129,13 @@ def test_package_dir_with_code_is_reproducible(tmp_path: Path) -> None:
     one = package(src, tmp_path / "one.tar.gz")
     os.utime(src / "model.joblib", (1, 1))
     two = package(src, tmp_path / "two.tar.gz")
-    assert _names(one) == ["code/inference.py", "model.joblib"]
+    assert _names(one) == ["code/inference.py", "mme-manifest.json", "model.joblib"]
     assert one.read_bytes() == two.read_bytes()
 
 
 def test_package_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(PackagingError, match="no model.joblib"):
+    with pytest.raises(PackagingError, match="no model file"):
         package(tmp_path / "empty", tmp_path / "x.tar.gz")
     (tmp_path / "notes.txt").write_text("hi")
     with pytest.raises(PackagingError, match="not a model file"):
@@ -151,7 +151,8 @@ def test_mme_local_package_names_the_key_without_the_model_suffix(tmp_path: Path
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in tmp_path.glob("*.tar.gz")) == ["m.tar.gz"]
-    assert _names(tmp_path / "m.tar.gz") == ["model.skops" if name.endswith(".skops") else "model.joblib"]
+    assert _names(tmp_path / "m.tar.gz") == [
+        "mme-manifest.json", "model.skops" if name.endswith(".skops") else "model.joblib"]
 
 
 # ---- artifact cache ----

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import mms
 import pytest
-from sklearn_mme.container import server
+from sklearn_mme.container import mms_front
 from sklearn_mme.container.settings import SettingsError
 
 MMS_JAR = Path(mms.__file__).resolve().parent / "frontend" / "model-server.jar"
@@ -24,7 +24,7 @@ MMS_JAR = Path(mms.__file__).resolve().parent / "frontend" / "model-server.jar"
 def _with_properties(tmp_path: Path, text: str | None) -> Path:
     """A copy of the built plugin jar whose mme-plugin.properties is `text` (None: left out)."""
     out = tmp_path / "plugin.jar"
-    with zipfile.ZipFile(server.LIB / server.PLUGIN_JAR) as src, zipfile.ZipFile(out, "w") as dst:
+    with zipfile.ZipFile(mms_front.LIB / mms_front.PLUGIN_JAR) as src, zipfile.ZipFile(out, "w") as dst:
         for item in src.infolist():
             if item.filename != "mme-plugin.properties":
                 dst.writestr(item, src.read(item))
@@ -34,7 +34,7 @@ def _with_properties(tmp_path: Path, text: str | None) -> Path:
 
 
 def test_the_built_plugin_matches_the_installed_mms() -> None:
-    server._check_plugin_built_for(server.LIB / server.PLUGIN_JAR, MMS_JAR)  # no exception
+    mms_front.check_plugin_built_for(mms_front.LIB / mms_front.PLUGIN_JAR, MMS_JAR)  # no exception
 
 
 @pytest.mark.parametrize(
@@ -46,7 +46,7 @@ def test_the_built_plugin_matches_the_installed_mms() -> None:
 )
 def test_a_plugin_built_for_another_mms_is_refused(tmp_path: Path, properties: str | None, says: str) -> None:
     with pytest.raises(SettingsError, match=says):
-        server._check_plugin_built_for(_with_properties(tmp_path, properties), MMS_JAR)
+        mms_front.check_plugin_built_for(_with_properties(tmp_path, properties), MMS_JAR)
 
 
 def test_a_different_mms_jar_of_the_same_version_is_refused(tmp_path: Path) -> None:
@@ -55,7 +55,7 @@ def test_a_different_mms_jar_of_the_same_version_is_refused(tmp_path: Path) -> N
     with open(other, "ab") as f:
         f.write(b"\0")
     with pytest.raises(SettingsError, match="rebuild it with scripts/setup.sh"):
-        server._check_plugin_built_for(server.LIB / server.PLUGIN_JAR, other)
+        mms_front.check_plugin_built_for(mms_front.LIB / mms_front.PLUGIN_JAR, other)
 
 
 @pytest.fixture()
@@ -87,13 +87,13 @@ def test_serve_waits_for_the_plugin_and_refuses_one_that_did_not_install(fake_mm
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         state.update(guarded_workload_manager=True, install_failed=False)
-        server._await_plugin(port, alive, timeout=5)  # installed: returns
+        mms_front.await_plugin(port, alive, timeout=5)  # installed: returns
         state.update(guarded_workload_manager=False, install_failed=True)
         with pytest.raises(RuntimeError, match="the MMS plugin did not install"):
-            server._await_plugin(port, alive, timeout=5)
+            mms_front.await_plugin(port, alive, timeout=5)
         state.update(guarded_workload_manager=False, install_failed=False)  # never says: times out
         with pytest.raises(RuntimeError, match="the MMS plugin did not install"):
-            server._await_plugin(port, alive, timeout=0.5)
+            mms_front.await_plugin(port, alive, timeout=0.5)
     finally:
         alive.kill()
         alive.wait()

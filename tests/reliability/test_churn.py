@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,63 @@ def test_churn_20000_requests_50_models_10_loaded(tmp_path: Path) -> None:
     assert unloads >= loads - MAX_MODELS  # every load beyond the first 10 made room by unloading one
 
 
+@dataclass
+class _Tally:
+    """What the clients saw, under one lock."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    statuses: Counter = field(default_factory=Counter)
+    wrong: list[tuple] = field(default_factory=list)
+    lat: list[float] = field(default_factory=list)
+    lat_hit: list[float] = field(default_factory=list)
+    lat_miss: list[float] = field(default_factory=list)
+    done: int = 0
+
+    def failed(self, exc: requests.RequestException) -> None:
+        with self.lock:
+            self.statuses[type(exc).__name__] += 1
+            self.done += 1
+
+    def answered(self, resp: requests.Response, took: float, ok: bool, key: str) -> None:
+        with self.lock:
+            self.done += 1
+            self.statuses[resp.status_code] += 1
+            self.lat.append(took)
+            (self.lat_hit if resp.headers.get("X-Mme-Cache") == "hit" else self.lat_miss).append(took)
+            if not ok:
+                self.wrong.append((key, resp.status_code, resp.text[:200]))
+
+
+def _right_answer(resp: requests.Response, want_pred: list, want_proba: np.ndarray) -> bool:
+    if resp.status_code != 200:
+        return False
+    answer = resp.json()
+    return answer.get("predictions") == want_pred and np.allclose(
+        answer.get("probabilities"), want_proba, rtol=1e-9, atol=1e-12
+    )
+
+
+class _LoadedSampler(threading.Thread):
+    """The most models the harness's mme_loaded_model_count gauge showed, sampled every 0.5 s."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.max_loaded = 0.0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        session = requests.Session()
+        while not self.stopping.wait(0.5):
+            try:
+                text = session.get(self.url + "/metrics", timeout=5).text
+            except requests.RequestException:
+                continue
+            for line in text.splitlines():
+                if line.startswith("mme_loaded_model_count "):
+                    self.max_loaded = max(self.max_loaded, float(line.split()[1]))
+
+
 def _drive(
     h: RunningHarness,
     keys: list[str],
@@ -116,19 +174,10 @@ def _drive(
     want_proba: list,
     choices: np.ndarray,
 ) -> dict:
-    lock = threading.Lock()
-    statuses: Counter = Counter()
-    wrong: list[tuple] = []
-    lat: list[float] = []
-    lat_hit: list[float] = []
-    lat_miss: list[float] = []
-    done = 0
-    stop = threading.Event()
-    max_loaded = 0.0
+    tally = _Tally()
     deadline = time.monotonic() + TIME_LIMIT_S
 
     def client(k: int) -> None:
-        nonlocal done
         session = requests.Session()
         for i in range(k, len(choices), CLIENTS):
             if time.monotonic() > deadline:
@@ -138,40 +187,14 @@ def _drive(
             try:
                 resp = h.invoke(session, keys[m], bodies[m], "application/json", timeout=120)
             except requests.RequestException as exc:
-                with lock:
-                    statuses[type(exc).__name__] += 1
-                    done += 1
+                tally.failed(exc)
                 session = requests.Session()
                 continue
             took = time.perf_counter() - t0
-            ok = resp.status_code == 200
-            if ok:
-                answer = resp.json()
-                ok = answer.get("predictions") == want_pred[m] and np.allclose(
-                    answer.get("probabilities"), want_proba[m], rtol=1e-9, atol=1e-12
-                )
-            with lock:
-                done += 1
-                statuses[resp.status_code] += 1
-                lat.append(took)
-                (lat_hit if resp.headers.get("X-Mme-Cache") == "hit" else lat_miss).append(took)
-                if not ok:
-                    wrong.append((keys[m], resp.status_code, resp.text[:200]))
+            tally.answered(resp, took, _right_answer(resp, want_pred[m], want_proba[m]), keys[m])
 
-    def sampler() -> None:
-        nonlocal max_loaded
-        session = requests.Session()
-        while not stop.wait(0.5):
-            try:
-                text = session.get(h.url + "/metrics", timeout=5).text
-            except requests.RequestException:
-                continue
-            for line in text.splitlines():
-                if line.startswith("mme_loaded_model_count "):
-                    max_loaded = max(max_loaded, float(line.split()[1]))
-
-    watcher = threading.Thread(target=sampler, daemon=True)
-    watcher.start()
+    sampler = _LoadedSampler(h.url)
+    sampler.start()
     started = time.monotonic()
     threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(CLIENTS)]
     for t in threads:
@@ -179,15 +202,15 @@ def _drive(
     for t in threads:
         t.join(max(deadline - time.monotonic(), 0) + 130)
     wall = time.monotonic() - started
-    stop.set()
-    watcher.join(10)
+    sampler.stopping.set()
+    sampler.join(10)
     return {
-        "statuses": statuses,
-        "wrong": wrong,
-        "lat": lat,
-        "lat_hit": lat_hit,
-        "lat_miss": lat_miss,
-        "done": done,
+        "statuses": tally.statuses,
+        "wrong": tally.wrong,
+        "lat": tally.lat,
+        "lat_hit": tally.lat_hit,
+        "lat_miss": tally.lat_miss,
+        "done": tally.done,
         "wall": wall,
-        "max_loaded": max_loaded,
+        "max_loaded": sampler.max_loaded,
     }
