@@ -59,16 +59,21 @@ def main() -> None:
             since = time.monotonic()
             buf = b""
             continue
-        buf += chunk
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            if line.startswith(b"X"):
-                status = int(line[1:])
-                if os.WIFSIGNALED(status):
-                    sig = os.WTERMSIG(status)
-                    signal.signal(sig, signal.SIG_DFL)
-                    os.kill(os.getpid(), sig)
-                sys.exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+        buf = exit_on_status(buf + chunk)
+
+
+def exit_on_status(buf: bytes) -> bytes:
+    """Exit as the model did once the zygote says how it ended (`X<waitstatus>`); the unread rest."""
+    while b"\n" in buf:
+        line, buf = buf.split(b"\n", 1)
+        if line.startswith(b"X"):
+            status = int(line[1:])
+            if os.WIFSIGNALED(status):
+                sig = os.WTERMSIG(status)
+                signal.signal(sig, signal.SIG_DFL)
+                os.kill(os.getpid(), sig)
+            sys.exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+    return buf
 
 
 def register(path: str, adopt: bool) -> socket.socket:
