@@ -10,6 +10,8 @@
  *     (re-raising the signal when the model was ended by one).
  *   - The zygote went away: reconnect (it is restarted by serve) and register again with
  *     "adopt": true, so the model's socket is served again while its workers keep running.
+ *     A registration that ends within 10 s of being made counts as refused: the next one waits
+ *     50 ms, doubling up to 5 s, so a zygote that keeps dropping us is not met with a busy loop.
  *
  * Configuration comes from "<this executable>.conf" (written by serve): line 1 the Python
  * executable, line 2 the zygote socket path. MMS runs some helpers with an empty environment,
@@ -144,16 +146,17 @@ static int register_model(const char *path, int argc, char **argv, int adopt) {
     cm->cmsg_type = SCM_RIGHTS;
     cm->cmsg_len = CMSG_LEN(sizeof fds);
     memcpy(CMSG_DATA(cm), fds, sizeof fds);
-    ssize_t sent = sendmsg(fd, &msg, 0);
-    if (sent < 0) die("could not send the request to the zygote");
-    size_t total = 4 + b.len, done = (size_t)sent;
+    /* A zygote that drops us mid-send is seen by the caller as an EOF: it backs off and retries. */
+    ssize_t sent;
+    while ((sent = sendmsg(fd, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR) {}
+    size_t total = 4 + b.len, done = sent < 0 ? total : (size_t)sent;
     while (done < total) {  /* the rest of a large environment, without the descriptors */
         const char *p = done < 4 ? (const char *)header + done : b.data + (done - 4);
         size_t n = done < 4 ? 4 - done : total - done;
-        ssize_t w = write(fd, p, n);
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EINTR) continue;
-            die("could not send the request to the zygote");
+            break;
         }
         done += (size_t)w;
     }
@@ -197,6 +200,9 @@ int main(int argc, char **argv) {
 
     char line[64];
     size_t have = 0;
+    int refusals = 0;
+    struct timespec since;
+    clock_gettime(CLOCK_MONOTONIC, &since);
     for (;;) {
         char c;
         ssize_t r = read(conn_fd, &c, 1);
@@ -205,7 +211,17 @@ int main(int argc, char **argv) {
             int old = conn_fd;
             conn_fd = -1;
             close(old);
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            refusals = now.tv_sec - since.tv_sec < 10 ? refusals + 1 : 0;
+            if (refusals > 0) {
+                long ms = refusals > 7 ? 5000 : 50L << (refusals - 1);
+                if (ms > 5000) ms = 5000;
+                struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
+                while (nanosleep(&pause, &pause) < 0 && errno == EINTR) {}
+            }
             conn_fd = register_model(sock, argc, argv, 1);
+            clock_gettime(CLOCK_MONOTONIC, &since);
             have = 0;
             continue;
         }

@@ -42,24 +42,38 @@ def main() -> None:
         signal.signal(sig, forward)
 
     buf = b""
+    refusals, since = 0, time.monotonic()
     while True:
-        chunk = state["conn"].recv(4096)
+        try:
+            chunk = state["conn"].recv(4096)
+        except ConnectionError:
+            chunk = b""
         if not chunk:
-            # The zygote died; our model's workers live on. Hand the model to the new zygote.
+            # The zygote died; our model's workers live on. Hand the model to the new zygote. A
+            # registration dropped within 10 s counts as refused: back off (as launcher.c does).
             state["conn"].close()
+            refusals = refusals + 1 if time.monotonic() - since < 10 else 0
+            if refusals:
+                time.sleep(min(5.0, 0.05 * 2 ** (refusals - 1)))
             state["conn"] = register(path, adopt=True)
+            since = time.monotonic()
             buf = b""
             continue
-        buf += chunk
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            if line.startswith(b"X"):
-                status = int(line[1:])
-                if os.WIFSIGNALED(status):
-                    sig = os.WTERMSIG(status)
-                    signal.signal(sig, signal.SIG_DFL)
-                    os.kill(os.getpid(), sig)
-                sys.exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+        buf = exit_on_status(buf + chunk)
+
+
+def exit_on_status(buf: bytes) -> bytes:
+    """Exit as the model did once the zygote says how it ended (`X<waitstatus>`); the unread rest."""
+    while b"\n" in buf:
+        line, buf = buf.split(b"\n", 1)
+        if line.startswith(b"X"):
+            status = int(line[1:])
+            if os.WIFSIGNALED(status):
+                sig = os.WTERMSIG(status)
+                signal.signal(sig, signal.SIG_DFL)
+                os.kill(os.getpid(), sig)
+            sys.exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+    return buf
 
 
 def register(path: str, adopt: bool) -> socket.socket:
@@ -68,9 +82,12 @@ def register(path: str, adopt: bool) -> socket.socket:
     request = json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ),
                           "adopt": adopt}).encode()
     frame = struct.pack("!I", len(request)) + request
-    sent = conn.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]))])
-    if sent < len(frame):
-        conn.sendall(frame[sent:])
+    try:
+        sent = conn.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]))])
+        if sent < len(frame):
+            conn.sendall(frame[sent:])
+    except OSError:
+        pass  # dropped mid-send: the caller reads the EOF, backs off and registers again
     return conn
 
 

@@ -129,7 +129,7 @@ def await_plugin(port: int, java: subprocess.Popen, timeout: float) -> None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/mme", timeout=2) as resp:
                 state = json.loads(resp.read())
-            if state.get("guarded_workload_manager") is True:
+            if state.get("guarded_workload_manager") is True and _metrics_ready(port):
                 return
             last = "GET /mme: " + json.dumps(state)
             if state.get("install_failed"):
@@ -140,3 +140,12 @@ def await_plugin(port: int, java: subprocess.Popen, timeout: float) -> None:
             last = str(exc)
         time.sleep(0.05)
     raise RuntimeError(f"the MMS plugin did not install ({last}); see the log above")
+
+
+def _metrics_ready(port: int) -> bool:
+    """GET /metrics answers 503 until our plugin sees every new connection (ChannelHook.java)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            return resp.status == 200
+    except (OSError, ValueError):
+        return False

@@ -47,6 +47,7 @@ class Server:
         self.zygote: subprocess.Popen | None = None
         self.java: subprocess.Popen | None = None
         self.stopping = False
+        self.zygote_restarts = 0
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -58,6 +59,10 @@ class Server:
             memory_budget_bytes=self.s.memory_budget_bytes,
             memory_reserve_bytes=self.s.memory_reserve_bytes,
             worker_memory_limit_bytes=self.s.worker_memory_limit_bytes,
+            metrics_max_models=self.s.metrics_max_models,
+            emf_interval_s=self.s.emf_interval_s,
+            emf_namespace=self.s.emf_namespace,
+            emf_dimensions=",".join(f"{k}={v}" for k, v in self.s.emf_dimensions or ()) or None,
         ).to_env())
         env.setdefault("OMP_NUM_THREADS", "1")
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -105,6 +110,8 @@ class Server:
             if self.zygote is not None and self.zygote.poll() is not None and not self.stopping:
                 # The launchers of running models keep serving; new loads need a zygote again.
                 log(f"zygote exited with {self.zygote.returncode}; restarting it")
+                self.zygote_restarts += 1  # GET /metrics reports it (mme_container_zygote_restarts_total)
+                (self.run / "ledger" / "zygote-restarts").write_text(f"{self.zygote_restarts}\n")
                 self.start_zygote()
             time.sleep(0.2)
         return 0

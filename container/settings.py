@@ -114,6 +114,30 @@ def _java_opts(text: str) -> tuple[str, ...]:
         raise ValueError(f"cannot be split into options ({exc})") from None
 
 
+_EMF_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-/#:]{1,255}$")
+_EMF_DIM_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
+
+
+def _emf_namespace(text: str) -> str:
+    if not _EMF_NAME_RE.match(text):
+        raise ValueError("is not a CloudWatch namespace (1-255 of letters, digits, . - _ / # :)")
+    return text
+
+
+def _emf_dimensions(text: str) -> tuple[tuple[str, str], ...]:
+    """'EndpointName=e,Stage=prod' -> (('EndpointName', 'e'), ('Stage', 'prod')); at most 29 (EMF: 30)."""
+    out = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, eq, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not eq or not _EMF_DIM_RE.match(name) or not value or len(value) > 1024 or name == "Model":
+            raise ValueError(f"has {item!r}, not Name=value (Model is set per line)")
+        out.append((name, value))
+    if len(out) > 29:
+        raise ValueError("has more than 29 dimensions (EMF allows 30 with Model)")
+    return tuple(out)
+
+
 _JAVA_OPTS = (
     # G1 with a periodic full GC when idle, so the heap shrinks back after a burst of loads or traffic
     # (Serial GC kept ~+16% after unloading everything, this ~+8%); a small initial heap; C1 only (less
@@ -155,6 +179,17 @@ JAVA_OPTS = EnvVar("MME_JAVA_OPTS", _java_opts, _JAVA_OPTS,
 LOG_LEVEL = EnvVar("MME_LOG_LEVEL", _choice(LOG_LEVELS), "info", "log level of MMS's Java front")
 ACCESS_LOG_LEVEL = EnvVar("MME_ACCESS_LOG_LEVEL", _choice(LOG_LEVELS), "warn",
                           "log level of MMS's access log (`info`: one line per request)")
+METRICS_MAX_MODELS = EnvVar("MME_METRICS_MAX_MODELS", _whole(1, 100_000), "500",
+                            "models with their own series in `GET /metrics` (and EMF); past it new models "
+                            "count under `model=\"other\"`")
+EMF_INTERVAL = EnvVar("MME_EMF_INTERVAL_SECONDS", _whole(1, 86_400), "",
+                      "write one CloudWatch EMF line per active model every N seconds to stdout. Unset: "
+                      "off (custom metrics cost money per model: see Metrics)")
+EMF_NAMESPACE = EnvVar("MME_EMF_NAMESPACE", _emf_namespace, "sklearn-mme",
+                       "CloudWatch namespace of the EMF lines")
+EMF_DIMENSIONS = EnvVar("MME_EMF_DIMENSIONS", _emf_dimensions, "",
+                        "fixed dimensions added beside `Model` to every EMF line, `Name=value,...` "
+                        "(e.g. `EndpointName=my-endpoint`)")
 PYTHON = EnvVar("MME_PYTHON", _executable, "",
                 "the Python `container/serve` runs (checked by the script itself)", "`.venv`, else python3")
 
@@ -163,8 +198,8 @@ VARIABLES: tuple[EnvVar, ...] = (
     PORT, WORKERS, TIMEOUT, handler_settings.MAX_PAYLOAD, handler_settings.DEFAULT_ACCEPT,
     handler_settings.DEFAULT_CONTENT, STARTUP, BACKEND, LAUNCHER, LAUNCHER_BIN, MEMORY_BUDGET, MEMORY_RESERVE,
     WORKER_LIMIT, handler_settings.SKOPS_TRUSTED, handler_settings.PROGRAM,
-    handler_settings.VERSION_SKEW, HANDLER, JAVA_OPTS, LOG_LEVEL,
-    ACCESS_LOG_LEVEL, PYTHON,
+    handler_settings.VERSION_SKEW, HANDLER, JAVA_OPTS, LOG_LEVEL, ACCESS_LOG_LEVEL, METRICS_MAX_MODELS,
+    EMF_INTERVAL, EMF_NAMESPACE, EMF_DIMENSIONS, PYTHON,
 )
 
 
@@ -182,6 +217,10 @@ class ServeSettings:
     worker_memory_limit_bytes: int | None
     handler: str
     java_opts: tuple[str, ...]
+    metrics_max_models: int
+    emf_interval_s: int | None
+    emf_namespace: str
+    emf_dimensions: tuple[tuple[str, str], ...] | None
     handler_settings: handler_settings.Settings  # checked here, read again by each worker
 
     @property
@@ -212,6 +251,10 @@ class ServeSettings:
             worker_memory_limit_bytes=WORKER_LIMIT.read(env),
             handler=HANDLER.read(env),
             java_opts=JAVA_OPTS.read(env),
+            metrics_max_models=METRICS_MAX_MODELS.read(env),
+            emf_interval_s=EMF_INTERVAL.read(env),
+            emf_namespace=EMF_NAMESPACE.read(env),
+            emf_dimensions=EMF_DIMENSIONS.read(env),
             handler_settings=handler_settings.Settings.from_env(env),
         )
 
@@ -229,6 +272,11 @@ class Wiring:
     memory_budget_bytes: int | None = None
     memory_reserve_bytes: int = 64 * _MB
     worker_memory_limit_bytes: int | None = None
+    # Read by our MMS plugin (container/java, ContainerMetrics and EmfWriter), not by Python.
+    metrics_max_models: int | None = None
+    emf_interval_s: int | None = None
+    emf_namespace: str | None = None
+    emf_dimensions: str | None = None  # Name=value,...
 
     @staticmethod
     def env_name(field_name: str) -> str:
@@ -245,7 +293,8 @@ class Wiring:
         for f in fields(cls):
             raw = env.get(cls.env_name(f.name))
             if raw:
-                values[f.name] = int(raw) if f.name.endswith("_bytes") else raw
+                numeric = f.name.endswith(("_bytes", "_s", "_models"))
+                values[f.name] = int(raw) if numeric else raw
         return cls(**values)
 
 

@@ -53,6 +53,7 @@ class Slot:
     args: argparse.Namespace
     listener: socket.socket | None = None
     workers: set[int] = field(default_factory=set)
+    ended: bool = False
 
 
 @dataclass
@@ -100,6 +101,10 @@ class Zygote:
         while not self.stopping:
             for key, _ in self.sel.select(timeout=1.0):
                 kind, slot = key.data
+                if slot is not None and slot.ended:
+                    # One batch can hold a launcher's EOF and a connect to its model's socket: the EOF
+                    # ended the model earlier in this batch, so its other events are stale.
+                    continue
                 if kind == "accept":
                     self._accept_launcher()
                 elif kind == "wake":
@@ -125,13 +130,17 @@ class Zygote:
             request, fds = launcher_wire.read_registration(conn)
         except (OSError, ValueError) as exc:
             log.warning("bad launcher request: %s", exc)
-            conn.close()
+            self._refuse(conn)
             return
         args = mms_protocol.worker_args(request.get("argv") or [])
         if args is None:
-            log.warning("launcher sent arguments MMS's worker would not take: %s", request.get("argv"))
+            log.warning("launcher sent arguments MMS's worker would not take: %.300s", request.get("argv"))
+            try:
+                os.write(fds[2], b"the model's arguments were refused by MMS's worker parser\n")
+            except OSError:
+                pass
             launcher_wire.close_fds(fds)
-            conn.close()
+            self._refuse(conn)
             return
         conn.settimeout(None)
         slot = Slot(conn=conn, launcher_pid=pid, request=request, fds=fds, args=args)
@@ -147,6 +156,16 @@ class Zygote:
         if not request.get("adopt"):
             # What MMS waits for on the backend server's stdout before it connects.
             self._write(slot, mms_protocol.handshake(args.sock_name, pid))
+
+    @staticmethod
+    def _refuse(conn: socket.socket) -> None:
+        """End a registration as a failed start (exit status 2): a bare close would read as a zygote
+        restart, and the launcher would register again and again."""
+        try:
+            conn.sendall(launcher_wire.exit_message(2 << 8))
+        except OSError:
+            pass
+        conn.close()
 
     @staticmethod
     def _bind(path: str) -> socket.socket:
@@ -180,6 +199,7 @@ class Zygote:
 
     def _end(self, slot: Slot, status: int | None, sig: int = signal.SIGKILL) -> None:
         """Take a model down: its workers, its socket, its stdio; report `status` to the launcher."""
+        slot.ended = True
         for pid in list(slot.workers):
             try:
                 os.kill(pid, sig)
@@ -217,7 +237,8 @@ class Zygote:
                      reload: dict | None = None) -> None:
         """A worker for a new MMS connection, or (`reload`) a replacement on a killed worker's one."""
         if client is None:
-            assert slot.listener is not None
+            if slot.listener is None:  # the model ended: nothing to accept on
+                return
             try:
                 client, _ = slot.listener.accept()
             except OSError:

@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from sklearn_mme.harness import container_metrics
 from sklearn_mme.harness.artifacts import ArtifactCache
 from sklearn_mme.harness.container import (
     ContainerRuntime,
@@ -110,6 +111,8 @@ class Harness:
             self.server = RuntimeApiServer((cfg.host, cfg.port), None, self.metrics, cfg.endpoint_name)
             container_url = self.runtime.start(cfg.container_start_timeout)
             self.client = MMEClient(container_url)
+            self.metrics.sources.append(  # the container's own per-model series, in the same scrape
+                lambda: container_metrics.scrape(self.client.base_url) if self.client else "")
             self.manager = ModelManager(
                 self.store,
                 self.artifacts,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sklearn_mme.harness import scenario
+from sklearn_mme.harness import container_metrics, scenario
 from sklearn_mme.harness.app import Harness, HarnessConfig
 from sklearn_mme.harness.container import free_port
 from sklearn_mme.harness.packaging import package
@@ -156,6 +156,9 @@ def run_demo(
             echo(f"[demo] harness on {harness.url}, container: {harness.runtime.describe()}")
             results = _drive(harness, reqs, check, rounds, burst, echo)
             ok = _summary(results, check, max_models, echo)
+            echo("[demo] per model, from the container's own GET /metrics")
+            for line in container_metrics.table(container_metrics.scrape(harness.client.base_url)):
+                echo(line)
         echo(
             f"[demo] {'OK' if ok else 'FAILED'} in {time.perf_counter() - t_start:.1f}s; "
             "harness and container stopped"

@@ -143,7 +143,8 @@ class ModelManager:
     ) -> tuple[Answer, float]:
         t0 = time.monotonic()
         try:
-            answer = self.client.invoke(model.name, body, content_type, accept, custom_attributes)
+            answer = self.client.invoke(model.name, body, content_type, accept, custom_attributes,
+                                        target_model=model.key)
         except requests.Timeout:
             raise ModelError(
                 f'Received server error (0) from model {model.key} with message "Your invocation timed out '

@@ -8,6 +8,8 @@ TargetModel key); a harness has its own registry so several can live in one proc
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -112,8 +114,12 @@ class HarnessMetrics:
             "mme_loaded_model_bytes", "Estimated memory of loaded models (their extracted size).", registry=r
         )
 
+        # Text appended to the exposition: the container's own series (harness/container_metrics.py).
+        self.sources: list[Callable[[], str]] = []
+
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        extra = "".join(source() for source in self.sources)
+        return generate_latest(self.registry) + extra.encode("utf-8")
 
 
 def parse_exposition(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

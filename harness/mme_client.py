@@ -102,8 +102,11 @@ class MMEClient:
         accept: str | None = None,
         custom_attributes: str | None = None,
         timeout: float = INVOKE_TIMEOUT,
+        target_model: str | None = None,
     ) -> Answer:
         headers = {}
+        if target_model is not None:  # as SageMaker sends it: the container labels its metrics with it
+            headers["X-Amzn-SageMaker-Target-Model"] = target_model
         if content_type:
             headers["Content-Type"] = content_type
         if accept:

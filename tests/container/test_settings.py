@@ -41,6 +41,10 @@ MALFORMED = {
     "MME_JAVA_OPTS": "-Dname='unclosed",
     "MME_LOG_LEVEL": "loud",
     "MME_ACCESS_LOG_LEVEL": "verbose",
+    "MME_METRICS_MAX_MODELS": "0",
+    "MME_EMF_INTERVAL_SECONDS": "1m",
+    "MME_EMF_NAMESPACE": "has spaces",
+    "MME_EMF_DIMENSIONS": "EndpointName",
     "MME_PYTHON": "/nonexistent/python3",
 }
 
@@ -73,7 +77,9 @@ def test_serve_gets_past_the_settings_with_good_values() -> None:
     good = {"MME_MEMORY_BUDGET": "1TB", "MME_WORKER_MEMORY_LIMIT": "512MiB",
             "SAGEMAKER_MAX_PAYLOAD_IN_MB": "0.5", "MME_LOG_LEVEL": "DEBUG",
             "MME_SKOPS_TRUSTED_TYPES": "sklearn.svm.SVC, numpy.dtype",
-            "MME_JAVA_OPTS": "-Dx='a b' -Xss512k", "SAGEMAKER_BIND_TO_PORT": "8081"}
+            "MME_JAVA_OPTS": "-Dx='a b' -Xss512k", "SAGEMAKER_BIND_TO_PORT": "8081",
+            "MME_METRICS_MAX_MODELS": "1000", "MME_EMF_INTERVAL_SECONDS": "60", "MME_EMF_NAMESPACE": "a/b-c",
+            "MME_EMF_DIMENSIONS": "EndpointName=ep, Stage=prod"}
     done = subprocess.run([str(SERVE)], env=_clean_env(**good), capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "java not found" in done.stderr, done.stderr
 
@@ -90,6 +96,10 @@ def test_values_are_parsed_once_into_typed_settings() -> None:
     defaults = ServeSettings.from_env({})
     assert (defaults.port, defaults.workers_per_model, defaults.memory_budget_bytes) == (8080, 1, None)
     assert defaults.max_payload_bytes == 6 * 1024 * 1024
+    assert (defaults.metrics_max_models, defaults.emf_interval_s) == (500, None)
+    emf = ServeSettings.from_env({"MME_EMF_INTERVAL_SECONDS": "60",
+                                  "MME_EMF_DIMENSIONS": "EndpointName=ep,Stage=b"})
+    assert emf.emf_interval_s == 60 and emf.emf_dimensions == (("EndpointName", "ep"), ("Stage", "b"))
 
 
 def test_the_error_names_the_variable_and_value() -> None:

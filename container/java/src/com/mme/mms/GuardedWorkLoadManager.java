@@ -221,8 +221,13 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
     private static String unstartable(Model model) {
         String handler = model.getModelArchive().getManifest().getModel().getHandler();
         File dir = model.getModelDir();
-        if (model.getModelName().indexOf('\0') >= 0) {
+        String name = model.getModelName();
+        if (name.indexOf('\0') >= 0) {
             return "Model name must not contain a NUL character";
+        }
+        String why = ModelNames.unaddressable(name);
+        if (why != null) {
+            return why;
         }
         if (handler != null && handler.indexOf('\0') >= 0) {
             return "Handler must not contain a NUL character";

@@ -110,6 +110,7 @@ public class LifecyclePlugin extends ModelServerEndpoint {
                 Thread.sleep(5); // plugins load before MMS initialises its ModelManager
             }
             shortenKeepAlive(manager);
+            RequestGuardInstaller.startInBackground();
             try {
                 GuardedWorkLoadManager.install(manager);
                 guarded = true;

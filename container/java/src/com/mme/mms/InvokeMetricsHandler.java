@@ -1,0 +1,40 @@
+package com.mme.mms;
+
+import io.netty.channel.ChannelDuplexHandler;
+import io.netty.channel.ChannelHandlerContext;
+import io.netty.channel.ChannelPromise;
+import io.netty.handler.codec.http.HttpRequest;
+import io.netty.handler.codec.http.HttpResponse;
+import java.util.ArrayDeque;
+
+/**
+ * One per connection, after MMS's HTTP aggregator: notes each request as it arrives and, when its
+ * answer is written, hands status and latency to ContainerMetrics. HTTP/1.1 answers leave in request
+ * order, so a queue pairs them. Netty calls both methods on the connection's event loop: no locks.
+ */
+final class InvokeMetricsHandler extends ChannelDuplexHandler {
+
+    private final ArrayDeque<ContainerMetrics.Pending> pending = new ArrayDeque<>();
+
+    @Override
+    public void channelRead(ChannelHandlerContext ctx, Object msg) throws Exception {
+        if (msg instanceof HttpRequest) {
+            pending.add(ContainerMetrics.begin((HttpRequest) msg));
+        }
+        ctx.fireChannelRead(msg);
+    }
+
+    @Override
+    public void write(ChannelHandlerContext ctx, Object msg, ChannelPromise promise) throws Exception {
+        if (msg instanceof HttpResponse) {
+            int code = ((HttpResponse) msg).status().code();
+            if (code >= 200) { // not an interim 100 Continue
+                ContainerMetrics.Pending p = pending.poll();
+                if (p != null) {
+                    ContainerMetrics.end(p, code);
+                }
+            }
+        }
+        ctx.write(msg, promise);
+    }
+}
