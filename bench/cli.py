@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 
 from bench import report
+from bench.big import run_big
 from bench.client import BenchError, Http, load_all, note, throughput, unload_all, verify_all, warm_latency
 from bench.interleave import TIMING_KEYS, interleaved_timing
 from bench.models import BenchModel, make_models
@@ -52,6 +53,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke mode: 3 models, 1 repeat, few invokes")
     p.add_argument("--scale", type=int, default=None, metavar="M",
                    help="instead: load M models into ours only; report total PSS and load times")
+    p.add_argument("--big", action="store_true",
+                   help="instead: one big model (60-tree forest) at 1, 2, 4 workers; PSS and warm p50")
     p.add_argument("--scale-timeout", type=float, default=900.0, help="time budget of the scale loads (s)")
     p.add_argument("--scale-max-gb", type=float, default=12.0,
                    help="stop the scale loads once the container's PSS passes this (GB)")
@@ -401,7 +404,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     failed = True
     try:
-        text, result = run_scale(args, workdir) if args.scale else run_compare(args, workdir)
+        if args.big:
+            text, result = run_big(args, workdir)
+        else:
+            text, result = run_scale(args, workdir) if args.scale else run_compare(args, workdir)
         failed = False
     except (BenchError, RuntimeError, OSError) as exc:  # a server failed to start, load or answer
         print(f"bench: error: {exc}", file=sys.stderr)

@@ -6,6 +6,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from sklearn_mme.container.examples import small_model, write_model_dir
 from tqdm import tqdm
 
@@ -69,3 +70,23 @@ def make_models(root: Path, n: int, with_vanilla: bool = True, progress: bool = 
         expected = tuple(int(p) for p in example.model.predict(example.X))
         models.append(BenchModel(name, ours_dir, vanilla_dir, to_csv(example.X), expected))
     return models
+
+
+def big_forest(seed: int = 0, rows: int = 9000) -> tuple[object, np.ndarray]:
+    """The 'one big model' of issue 13: a 60-tree RandomForest (~13 MB joblib) and some rows to ask."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(rows, 10))
+    y = (X[:, 0] + rng.normal(size=rows) > 0).astype(int)
+    return RandomForestClassifier(n_estimators=60, random_state=seed, n_jobs=1).fit(X, y), X[:20]
+
+
+def big_xgboost(seed: int = 0, rows: int = 2000) -> tuple[object, np.ndarray]:
+    """A 100-tree XGBoost classifier (issue 17's warm-latency row) and some rows to ask."""
+    import xgboost
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(rows, 10))
+    y = (X[:, 0] + rng.normal(size=rows) > 0).astype(int)
+    return xgboost.XGBClassifier(n_estimators=100, max_depth=6, n_jobs=1).fit(X, y), X[:20]

@@ -23,6 +23,7 @@ from mms.arg_parser import ArgParser
 from mms.model_service_worker import MXNetModelServiceWorker
 from mms.protocol.otf_message_handler import create_load_model_response, retrieve_msg
 from mms.service import emit_metrics
+from sklearn_mme.container.model_forks import ForkServer
 from sklearn_mme.container.procutil import die_with_parent
 from sklearn_mme.container.worker_state import WorkerState
 from sklearn_mme.handler.errors import InferenceError
@@ -57,6 +58,7 @@ class Backend(MXNetModelServiceWorker):
 
     draining = False
     shared: WorkerState | None = None  # set in a zygote's worker: see container/worker_state.py
+    forker: ForkServer | None = None  # set in a model's loader: see container/model_forks.py
 
     def start_worker(self, cl_socket: socket.socket) -> None:
         """MMS's start_worker, tolerating a worker that never created MMS's stdout/stderr FIFOs (a
@@ -97,6 +99,8 @@ class Backend(MXNetModelServiceWorker):
             return False
         if self.shared is not None:
             self.shared.loaded(load_message)
+        if self.forker is not None:
+            self.forker.loaded()
         return True
 
     def _drain(self, *_: object) -> None:
@@ -109,6 +113,8 @@ class Backend(MXNetModelServiceWorker):
         cl_socket.setblocking(True)
         poller = select.poll()  # not select(): with many models, descriptors pass FD_SETSIZE
         poller.register(cl_socket, select.POLLIN)
+        if self.forker is not None:
+            poller.register(self.forker.fileno(), select.POLLIN)
         while True:
             # Draining: leave once MMS has sent nothing for a moment (it may hold a request in its queue).
             ready = poller.poll((DRAIN_IDLE_S if self.draining else 0.5) * 1000)
@@ -116,32 +122,44 @@ class Backend(MXNetModelServiceWorker):
                 if self.draining:
                     return
                 continue
-            cmd, msg = retrieve_msg(cl_socket)
-            if cmd == b"I":
-                if self.shared is not None:
-                    self.shared.busy(True)
-                cl_socket.sendall(self.service.predict(msg))
-                if self.shared is not None:
-                    self.shared.busy(False)
-            elif cmd == b"L":
-                result, code = self.load_model(msg)
-                if code == 200 and self.shared is not None:
-                    self.shared.loaded(msg)
-                cl_socket.sendall(create_load_model_response(code, result))
-                self._remap_io()
-                if code != 200:
-                    raise RuntimeError(f"{code} - {result}")
-            else:
-                raise ValueError(f"Received unknown command: {cmd}")
-            if self.service is not None and self.service.context is not None \
-                    and self.service.context.metrics is not None:
-                emit_metrics(self.service.context.metrics.store)
+            if self.forker is not None and any(fd == self.forker.fileno() for fd, _ in ready):
+                # Between requests, so the sibling starts from a quiet copy of this process.
+                if not self.forker.serve_request(self, cl_socket):
+                    poller.unregister(self.forker.fileno())
+                    self.forker = None
+                if not any(fd == cl_socket.fileno() for fd, _ in ready):
+                    continue
+            self._answer(cl_socket, *retrieve_msg(cl_socket))
 
+    def _answer(self, cl_socket: socket.socket, cmd: bytes, msg: dict) -> None:
+        """One MMS message: a request ("I") or the model's load ("L")."""
+        if cmd == b"I":
+            if self.shared is not None:
+                self.shared.busy(True)
+            cl_socket.sendall(self.service.predict(msg))
+            if self.shared is not None:
+                self.shared.busy(False)
+        elif cmd == b"L":
+            result, code = self.load_model(msg)
+            if code == 200 and self.shared is not None:
+                self.shared.loaded(msg)
+            cl_socket.sendall(create_load_model_response(code, result))
+            if code == 200 and self.forker is not None:
+                self.forker.loaded()
+            self._remap_io()
+            if code != 200:
+                raise RuntimeError(f"{code} - {result}")
+        else:
+            raise ValueError(f"Received unknown command: {cmd}")
+        if self.service is not None and self.service.context is not None \
+                and self.service.context.metrics is not None:
+            emit_metrics(self.service.context.metrics.store)
 
 def serve_connection(client: socket.socket, args, shared: WorkerState | None = None,
-                     reload: dict | None = None) -> int:
+                     reload: dict | None = None, forker: ForkServer | None = None) -> int:
     """Serve one MMS connection in this (forked) process: load the model (MMS sends the load message
-    first; `reload` is one a killed predecessor recorded), then answer requests."""
+    first; `reload` is one a killed predecessor recorded), then answer requests, and (`forker`) fork
+    the model's further workers from the loaded model when the zygote asks."""
     logging.basicConfig(stream=sys.stdout, format="%(message)s", level=logging.INFO, force=True)
     model_req = {
         "handler": args.handler.encode("utf-8"),
@@ -151,6 +169,7 @@ def serve_connection(client: socket.socket, args, shared: WorkerState | None = N
     # tcp with no bind: MMS's constructor would otherwise delete the model's socket file.
     worker = Backend("tcp", None, "127.0.0.1", "0", model_req, False, args.tmp_dir)
     worker.shared = shared
+    worker.forker = forker
     if reload is not None and not worker.reload(reload):
         client.shutdown(socket.SHUT_RDWR)  # MMS sees the worker die and starts another the usual way
         return 1

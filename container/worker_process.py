@@ -23,8 +23,9 @@ log = logging.getLogger("mme.zygote")
 
 
 def run(stdio: list[int], request: dict, launcher_pid: int, args: Namespace, client: socket.socket,
-        state: WorkerState, reload: dict | None) -> None:
-    """Become the model's worker and serve `client`; never returns."""
+        state: WorkerState, reload: dict | None, ctl: socket.socket | None = None) -> None:
+    """Become the model's worker and serve `client`; never returns. With `ctl` it is the model's
+    loader, which forks the model's further workers (container/model_forks.py)."""
     code = 1
     try:
         follow(launcher_pid)
@@ -39,8 +40,10 @@ def run(stdio: list[int], request: dict, launcher_pid: int, args: Namespace, cli
         sys.path[1:1] = extra
         limit_worker_memory(Wiring.from_env().worker_memory_limit_bytes)  # checked by serve
         from sklearn_mme.container.backend import serve_connection
+        from sklearn_mme.container.model_forks import ForkServer
 
-        code = serve_connection(client, args, state, reload)
+        forker = ForkServer(ctl, launcher_pid) if ctl is not None else None
+        code = serve_connection(client, args, state, reload, forker)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # report, then leave the fork no matter what

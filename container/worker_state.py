@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import struct
 
 IDLE, BUSY = 0, 1
@@ -18,8 +19,29 @@ SIZE = mmap.PAGESIZE * 4
 
 
 class WorkerState:
-    def __init__(self) -> None:
-        self._map = mmap.mmap(-1, SIZE)  # MAP_SHARED | MAP_ANONYMOUS: survives fork, shared both ways
+    def __init__(self, fd: int | None = None) -> None:
+        # MAP_SHARED | MAP_ANONYMOUS survives fork, shared both ways; a memfd's map can also be handed
+        # to a process the zygote did not fork (a sibling forked from a model's loaded worker).
+        self._map = mmap.mmap(-1 if fd is None else fd, SIZE)
+
+    @classmethod
+    def shareable(cls) -> tuple[WorkerState, int]:
+        """A state backed by a memfd, and that fd (to pass over SCM_RIGHTS, then close)."""
+        fd = os.memfd_create("mme-worker-state", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, SIZE)
+            return cls(fd), fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @classmethod
+    def attach(cls, fd: int) -> WorkerState:
+        """The state behind a received memfd (the fd is closed; the mapping stays)."""
+        try:
+            return cls(fd)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         self._map.close()

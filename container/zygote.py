@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 
 from sklearn_mme.container import launcher_wire, mms_protocol, worker_process
+from sklearn_mme.container.model_forks import EarlyExits, ModelForks
 from sklearn_mme.container.oom import oom_kill_count
 from sklearn_mme.container.procutil import become_subreaper, die_with_parent
 from sklearn_mme.container.settings import HANDLER
@@ -54,6 +55,7 @@ class Slot:
     listener: socket.socket | None = None
     workers: set[int] = field(default_factory=set)
     ended: bool = False
+    forks: ModelForks = field(default_factory=ModelForks)  # its loader and its waiting connections
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Zygote:
         self.listener: socket.socket | None = None
         self.wake_r, self.wake_w = socket.socketpair()
         self.stopping = False
+        self.early_exits = EarlyExits()
 
     def start(self) -> None:
         if os.path.exists(self.sock_path):
@@ -117,6 +120,8 @@ class Zygote:
                     self._from_launcher(slot)
                 elif kind == "model":
                     self._fork_worker(slot)
+                elif kind == "loader":
+                    self._from_loader(slot)
             self._reap()
         self.shutdown()
 
@@ -207,6 +212,8 @@ class Zygote:
                     os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:
                 pass
+        self._drop_loader(slot)
+        slot.forks.close()
         if slot.listener is not None:
             try:
                 self.sel.unregister(slot.listener)
@@ -235,7 +242,8 @@ class Zygote:
     # -- workers -----------------------------------------------------------------------------
     def _fork_worker(self, slot: Slot, client: socket.socket | None = None,
                      reload: dict | None = None) -> None:
-        """A worker for a new MMS connection, or (`reload`) a replacement on a killed worker's one."""
+        """A worker for a new MMS connection, or (`reload`) a replacement on a killed worker's one.
+        A new connection to a model already loaded is served by a fork of its loader (model_forks.py)."""
         if client is None:
             if slot.listener is None:  # the model ended: nothing to accept on
                 return
@@ -243,17 +251,65 @@ class Zygote:
                 client, _ = slot.listener.accept()
             except OSError:
                 return
+            if slot.forks.ctl is not None:
+                if not (slot.forks.ready and slot.forks.ask(client)):
+                    slot.forks.waiting.append(client)  # the loader is loading: forked once it has
+                return
+        ctl = None
+        if slot.forks.ctl is None:  # this worker loads the model and forks the model's further workers
+            ctl = slot.forks.new_loader()
+            self.sel.register(slot.forks.ctl, selectors.EVENT_READ, ("loader", slot))
         state = WorkerState()
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            self._become_worker(slot, client, state, reload)  # never returns
+            self._become_worker(slot, client, state, reload, ctl)  # never returns
+        if ctl is not None:
+            ctl.close()
         slot.workers.add(pid)
         self.workers[pid] = Worker(slot, client, state)
 
+    def _from_loader(self, slot: Slot) -> None:
+        """The loader's news: loaded (`R`), a sibling's pid (`P<pid>`), a failed fork (`E`), or gone."""
+        lines = slot.forks.messages()
+        if lines is None:
+            self._drop_loader(slot)
+            if slot.forks.waiting and slot.listener is not None and not self.stopping:
+                self._fork_worker(slot, slot.forks.waiting.pop(0))  # the next loader
+            return
+        for line in lines:
+            if line == b"R":
+                slot.forks.ready = True
+                waiting, slot.forks.waiting = slot.forks.waiting, []
+                for client in waiting:
+                    if not slot.forks.ask(client):
+                        slot.forks.waiting.append(client)
+            elif line == b"E" and slot.forks.asked:
+                client, state = slot.forks.asked.popleft()
+                client.close()  # MMS sees the connection close and tries again
+                state.close()
+            elif line.startswith(b"P") and line[1:].isdigit() and slot.forks.asked:
+                pid = int(line[1:])
+                client, state = slot.forks.asked.popleft()
+                slot.workers.add(pid)
+                worker = self.workers[pid] = Worker(slot, client, state)
+                status = self.early_exits.pop(pid)
+                if status is not None:  # reaped before we knew it
+                    self.workers.pop(pid)
+                    slot.workers.discard(pid)
+                    self._worker_ended(pid, worker, status)
+
+    def _drop_loader(self, slot: Slot) -> None:
+        if slot.forks.ctl is not None:
+            try:
+                self.sel.unregister(slot.forks.ctl)
+            except (KeyError, ValueError):
+                pass
+        slot.forks.loader_gone()
+
     def _become_worker(self, slot: Slot, client: socket.socket, state: WorkerState,
-                       reload: dict | None) -> None:
+                       reload: dict | None, ctl: socket.socket | None = None) -> None:
         """In the child: drop all the zygote holds but this model's stdio, then serve (never returns)."""
         try:
             worker_process.reset_signals()
@@ -263,6 +319,7 @@ class Zygote:
                 worker.state.close()
             # Close every zygote socket through its object, so no stale object closes a reused fd later.
             for other in list(self.slots.values()):
+                other.forks.close()  # other connections and loaders' channels: not this worker's
                 other.conn.close()
                 if other.listener is not None:
                     other.listener.close()
@@ -275,7 +332,7 @@ class Zygote:
         except BaseException:  # leave the fork no matter what
             log.exception("worker set-up failed")
             os._exit(1)
-        worker_process.run(slot.fds, slot.request, slot.launcher_pid, slot.args, client, state, reload)
+        worker_process.run(slot.fds, slot.request, slot.launcher_pid, slot.args, client, state, reload, ctl)
 
     def _reap(self) -> None:
         while True:
@@ -289,6 +346,8 @@ class Zygote:
             if worker is not None:
                 worker.slot.workers.discard(pid)
                 self._worker_ended(pid, worker, status)
+            else:
+                self.early_exits.add(pid, status)  # maybe a sibling whose pid its loader has yet to report
 
     def _worker_ended(self, pid: int, worker: Worker, status: int) -> None:
         """OOM-killed mid-request: answer 507 and carry on with a replacement. Otherwise close our copy
