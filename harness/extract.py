@@ -10,6 +10,7 @@ that is renamed into place, so a half-written model directory is never visible.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import shutil
@@ -19,6 +20,12 @@ from pathlib import Path
 
 DEFAULT_MAX_BYTES = 4 * 1024**3
 DEFAULT_MAX_MEMBERS = 10_000
+
+
+# OSErrors that say something about this machine (its disk, its limits), not about the archive.
+HOST_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EMFILE, errno.ENFILE, errno.ENOMEM}
+)
 
 
 class UnsafeArchiveError(ValueError):
@@ -106,7 +113,11 @@ def _extract_into(archive: Path, root: Path, max_bytes: int, max_members: int) -
                     tar.extract(member, root, filter="data")
                 except tarfile.FilterError as err:
                     raise UnsafeArchiveError(f"rejected by tarfile's data filter: {err}") from err
-    except (tarfile.ReadError, tarfile.CompressionError, EOFError, OSError) as err:
+    except OSError as err:
+        if err.errno in HOST_ERRNOS:
+            raise  # a full disk is the server's condition: the caller answers 5xx, not "bad archive"
+        raise UnsafeArchiveError(f"cannot extract {archive.name}: {err}") from err
+    except (tarfile.ReadError, tarfile.CompressionError, EOFError) as err:
         raise UnsafeArchiveError(f"cannot extract {archive.name}: {err}") from err
     if count == 0:
         raise UnsafeArchiveError(f"archive is empty: {archive.name}")

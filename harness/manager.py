@@ -11,8 +11,8 @@ requests for loaded models only touch it under a short lock. This module puts th
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +54,6 @@ class ManagerConfig:
     memory_budget: int | None = None
     wait_limit: float = 60.0  # per request, for a model being downloaded/loaded
     max_extract_bytes: int = 4 * 1024**3
-    load_workers: int = 8
 
 
 class ModelManager:
@@ -75,7 +74,6 @@ class ModelManager:
         self.capacity = CapacityPolicy(self.config.max_models, self.config.memory_budget)
         self.stager = Stager(store, artifacts, models_dir, self.accounting, self.config.max_extract_bytes)
         self.container = ContainerLoads(client, runtime)
-        self._loader = ThreadPoolExecutor(self.config.load_workers, thread_name_prefix="mme-load")
 
     # ---- invocation -------------------------------------------------------------------------------------
 
@@ -165,7 +163,11 @@ class ModelManager:
     # ---- loading ----------------------------------------------------------------------------------------
 
     def _start_load(self, model: ModelRecord) -> None:
-        self._loader.submit(self._load, model)
+        # A thread per load, not a pool: a few slow model_fn's must not queue the loads of other models until
+        # their waiters time out. Loads are bounded by the distinct keys requested at once, and each request
+        # already holds a connection thread.
+        name = f"mme-load-{model.name[:8]}"
+        threading.Thread(target=self._load, args=(model,), name=name, daemon=True).start()
 
     def _load(self, model: ModelRecord) -> None:
         key = model.key
@@ -188,8 +190,9 @@ class ModelManager:
             log.info("loaded %s as %s in %.3fs", key, model.name, seconds)
         except Exception as err:  # every failure must reach the waiters, never kill the loader thread
             if not isinstance(err, RuntimeApiError):
+                # The details (local paths among them) go to the log; the client gets the kind of failure.
                 log.exception("loading %s failed", key)
-                err = InternalFailure(f"loading {key} failed: {err}")
+                err = InternalFailure(f"loading {key} failed ({type(err).__name__}); see the harness log")
             self.stager.discard(model.directory)
             self.accounting.load_failure(key)
             self.registry.fail(model, err)
@@ -245,4 +248,4 @@ class ModelManager:
         return self.accounting.snapshot()
 
     def close(self) -> None:
-        self._loader.shutdown(wait=False, cancel_futures=True)
+        """Loads under way are daemon threads: they end with the process (their container is gone too)."""

@@ -32,7 +32,11 @@ from sklearn_mme.harness.metrics import HarnessMetrics
 log = logging.getLogger("mme_local.api")
 
 MAX_PAYLOAD = 6 * 1024 * 1024  # SageMaker's real-time invocation limit
-_DRAIN_LIMIT = 64 * 1024 * 1024  # read (and drop) oversized bodies up to this so the client sees the 413
+# After answering a refused body (413, unknown route), read and drop up to this much of it in small pieces,
+# for at most _DRAIN_SECONDS: a client still sending would otherwise get a connection reset, not the answer.
+_DRAIN_LIMIT = 64 * 1024 * 1024
+_DRAIN_SECONDS = 10.0
+_DRAIN_CHUNK = 64 * 1024
 _INVOCATIONS = re.compile(r"^/endpoints/([^/]+)/invocations$")
 _ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 VARIANT = "AllTraffic"
@@ -142,42 +146,89 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:  # the client gets one line; the traceback goes to the log
             log.exception("invocation failed")
             self._send_error(InternalFailure("internal error in the harness; see its log"))
+        finally:
+            self._drain_unread()
 
     def do_PUT(self) -> None:
         self._discard_body()
         self._send_error(UnknownOperation(f"no such route: PUT {self._path()}"))
+        self._drain_unread()
 
     do_DELETE = do_PUT
 
+    # ---- request bodies ---------------------------------------------------------------------------------
+    # Only Content-Length framed bodies of at most MAX_PAYLOAD are ever read into memory. A body that is
+    # refused is not read before the answer; a length that cannot be trusted (a Transfer-Encoding, with or
+    # without Content-Length: the request-smuggling pattern; a bad or repeated Content-Length) closes the
+    # connection after the answer, so nothing of it can be taken for a next request.
+
+    _unread = 0  # bytes of a refused body still on the connection, dropped after the answer
+
+    def _body_length(self) -> int:
+        """The body's length from Content-Length (0 without one); ValidationError when it is not usable."""
+        lengths = self.headers.get_all("Content-Length") or []
+        if self.headers.get("Transfer-Encoding") is not None:
+            self.close_connection = True
+            if lengths:
+                raise ValidationError("a request must not carry both Content-Length and Transfer-Encoding")
+            raise ValidationError("chunked request bodies are not supported; send Content-Length")
+        if not lengths:
+            return 0
+        raw = lengths[0]
+        if len(lengths) > 1 or not raw.strip().isdigit():
+            self.close_connection = True
+            raise ValidationError(f"invalid Content-Length: {', '.join(lengths)!r}")
+        return int(raw)
+
     def _discard_body(self) -> None:
+        """A body nobody reads: dropped after the answer (see _drain_unread)."""
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if 0 <= length <= _DRAIN_LIMIT:
-            self.rfile.read(length)
-        else:
+            self._unread = self._body_length()
+        except ValidationError:
+            self._unread = 0
+
+    def _drain_unread(self) -> None:
+        """Drop what is left of a refused body in small pieces, bounded in bytes and time; close the
+        connection when it is more than that."""
+        left, self._unread = self._unread, 0
+        if not left:
+            return
+        if left > _DRAIN_LIMIT:
+            self.close_connection = True
+            return
+        deadline = time.monotonic() + _DRAIN_SECONDS
+        try:
+            while left > 0 and time.monotonic() < deadline:
+                self.connection.settimeout(max(deadline - time.monotonic(), 0.01))
+                chunk = self.rfile.read1(min(left, _DRAIN_CHUNK))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:
+            left = 1
+        finally:
+            self.connection.settimeout(self.timeout)
+        if left:
             self.close_connection = True
 
     def _read_body(self) -> bytes:
-        raw_length = self.headers.get("Content-Length")
-        if raw_length is None:
-            self.close_connection = True
-            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-                raise ValidationError("chunked request bodies are not supported; send Content-Length")
-            return b""
-        try:
-            length = int(raw_length)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            self.close_connection = True
-            raise ValidationError(f"invalid Content-Length: {raw_length!r}") from None
+        length = self._body_length()
         if length > MAX_PAYLOAD:
-            self._discard_body()
-            # The wording SageMaker uses for this case.
-            raise PayloadTooLarge(f"HTTP content length exceeded {MAX_PAYLOAD} bytes.")
+            # Answered from Content-Length alone; the body is dropped after the answer, never held.
+            self._unread = length
+            raise PayloadTooLarge(f"HTTP content length exceeded {MAX_PAYLOAD} bytes.")  # SageMaker's words
         return self.rfile.read(length)
+
+    def _header(self, name: str) -> str | None:
+        """A header as the client meant it: http.server decodes header bytes as latin-1, botocore (and
+        SageMaker) use UTF-8."""
+        value = self.headers.get(name)
+        if value is None:
+            return None
+        try:
+            return value.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            raise ValidationError(f"{name} is not valid UTF-8") from None
 
     def _invoke(self, endpoint: str) -> None:
         started = time.monotonic()
@@ -191,10 +242,10 @@ class _Handler(BaseHTTPRequestHandler):
         wanted = self.server.endpoint_name
         if wanted is not None and endpoint != wanted:
             raise ValidationError(f"Endpoint {endpoint} of account 000000000000 not found.")
-        target = self.headers.get("X-Amzn-SageMaker-Target-Model")
+        target = self._header("X-Amzn-SageMaker-Target-Model")
         if not target:
             raise ValidationError("TargetModel header is required for a multi-model endpoint.")
-        custom = self.headers.get("X-Amzn-SageMaker-Custom-Attributes")
+        custom = self.headers.get("X-Amzn-SageMaker-Custom-Attributes")  # passed on byte for byte
         if custom is not None and len(custom) > 1024:
             raise ValidationError("CustomAttributes must be at most 1024 characters.")
         result = self.manager.invoke(

@@ -3,6 +3,8 @@ cache) and one safe extract into a directory named after the model's opaque name
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,8 +12,10 @@ from pathlib import Path
 from sklearn_mme.harness.accounting import Accounting
 from sklearn_mme.harness.artifacts import ArtifactCache, ArtifactNotFound
 from sklearn_mme.harness.errors import InternalFailure, ValidationError
-from sklearn_mme.harness.extract import UnsafeArchiveError, safe_extract
+from sklearn_mme.harness.extract import HOST_ERRNOS, UnsafeArchiveError, safe_extract
 from sklearn_mme.harness.store import InvalidKey, Store, StoreError
+
+log = logging.getLogger("mme_local.staging")
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,14 @@ class Stager:
             raise ValidationError(f"Model artifact {key} was rejected: {err}") from None
         except StoreError as err:
             raise InternalFailure(f"model store unavailable: {err}") from None
+        except OSError as err:
+            # The harness's own disk (full, read-only, out of descriptors): a server condition, answered as
+            # SageMaker answers its own faults (500 InternalFailure), without local paths.
+            log.error("staging %s failed: %s", key, err)
+            reason = os.strerror(err.errno) if err.errno in HOST_ERRNOS else type(err).__name__
+            raise InternalFailure(
+                f"Could not stage model data for {key} on the instance: {reason}. Try again later."
+            ) from None
         self.accounting.artifact_cache(self.artifacts.used_bytes)
         return Staged(target, size)
 

@@ -6,9 +6,12 @@ SageMaker resolves it against the endpoint's ModelDataUrl prefix.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +33,7 @@ class InvalidKey(ValueError):
 class StoreObject:
     key: str
     size: int
-    etag: str  # changes when the object's content changes (mtime+size for directories)
+    etag: str  # changes when the object's content changes (S3's ETag; a SHA-256 of the file for directories)
 
 
 def validate_key(key: str) -> str:
@@ -63,12 +66,51 @@ class Store(Protocol):
     def delete(self, key: str) -> bool: ...
 
 
+RACY_NS = 2_000_000_000  # a file changed this close to its hashing is hashed again next time
+
+
+class ContentHashes:
+    """SHA-256 of files, computed once per version of a file.
+
+    `cp -p`, `rsync -t` and `tar x` replace a file keeping its size and mtime, so those cannot tell versions
+    apart; the inode change time can: every write, rename onto the path and `utime` (which is how mtimes
+    are kept) sets it to now, and no system call sets it back. A memo is reused only when (device, inode,
+    size, mtime, ctime) are all unchanged and the ctime was at least RACY_NS older than the hashing (the
+    kernel's timestamps are coarse, so a change in the same tick as an earlier one could keep the ctime:
+    the same precaution git takes with its index).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._memo: dict[str, tuple[tuple[int, ...], str]] = {}
+
+    @staticmethod
+    def _signature(st: os.stat_result) -> tuple[int, ...]:
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def digest(self, path: Path, st: os.stat_result) -> str:
+        sig = self._signature(st)
+        with self._lock:
+            memo = self._memo.get(str(path))
+        if memo is not None and memo[0] == sig:
+            return memo[1]
+        started = time.time_ns()
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+            after = os.fstat(f.fileno())
+        if self._signature(after) == sig and started - after.st_ctime_ns > RACY_NS:
+            with self._lock:
+                self._memo[str(path)] = (sig, digest)
+        return digest
+
+
 class DirStore:
     """A local directory; keys are relative paths below it."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
         self.uri = str(self.root)
+        self._hashes = ContentHashes()
 
     def _path(self, key: str) -> Path:
         path = (self.root / validate_key(key)).resolve()
@@ -77,9 +119,8 @@ class DirStore:
             raise InvalidKey(f"TargetModel resolves outside the store: {key!r}")
         return path
 
-    @staticmethod
-    def _object(key: str, st: os.stat_result) -> StoreObject:
-        return StoreObject(key, st.st_size, f"{st.st_mtime_ns:x}-{st.st_size:x}")
+    def _object(self, key: str, path: Path, st: os.stat_result) -> StoreObject:
+        return StoreObject(key, st.st_size, self._hashes.digest(path, st))
 
     def list(self) -> list[StoreObject]:
         if not self.root.is_dir():
@@ -87,16 +128,16 @@ class DirStore:
         out = []
         for path in sorted(self.root.rglob("*.tar.gz")):
             if path.is_file():
-                out.append(self._object(path.relative_to(self.root).as_posix(), path.stat()))
+                out.append(self._object(path.relative_to(self.root).as_posix(), path, path.stat()))
         return out
 
     def stat(self, key: str) -> StoreObject | None:
         path = self._path(key)
         try:
             st = path.stat()
-        except FileNotFoundError:
+            return self._object(key, path, st) if path.is_file() else None
+        except FileNotFoundError:  # gone, possibly between stat and hashing
             return None
-        return self._object(key, st) if path.is_file() else None
 
     def download(self, key: str, dest: Path) -> int:
         path = self._path(key)
@@ -118,7 +159,7 @@ class DirStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return self._object(key, path.stat())
+        return self._object(key, path, path.stat())
 
     def delete(self, key: str) -> bool:
         path = self._path(key)
