@@ -12,9 +12,10 @@ import os
 import psutil
 from sklearn_mme.container.ledger import MemoryLedger
 from sklearn_mme.container.settings import Wiring
-from sklearn_mme.handler.cache import ModelCache, measure_bytes
+from sklearn_mme.handler.cache import ModelCache
 from sklearn_mme.handler.errors import BadRequest, InferenceError, InsufficientMemory, error_body, to_error
 from sklearn_mme.handler.service import ModelService
+from sklearn_mme.handler.sizing import measure_bytes
 
 log = logging.getLogger("mme.entry")
 

@@ -9,7 +9,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn_mme.handler.cache import CacheStats, ModelCache, ModelTooLarge, measure_bytes
+from sklearn_mme.handler.cache import CacheStats, ModelCache, ModelTooLarge
+from sklearn_mme.handler.sizing import measure_bytes
 
 # Generous bound for anything that should happen "immediately"; only reached when the code is broken,
 # so a regression fails the test instead of hanging the suite.
