@@ -131,3 +131,7 @@ def breakdown_table(breakdowns: dict[str, dict[str, dict[str, float]]]) -> str:
     header = ["server", "role", "procs/model", "PSS MB/model", "procs (N loaded)", "PSS MB (N loaded)",
               "unloaded - idle (MB)"]
     return format_table(header, rows)
+
+
+def ms(seconds: Sequence[float], q: float) -> float:
+    return percentile(seconds, q) * 1000.0

@@ -25,6 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 SERVE = REPO / "container" / "serve"
 VENV_BIN = Path(sys.executable).parent
 
+UNLOAD_SETTLE_S = 5.0  # idle time before the after-unload memory figure (bench.cli.measure, bench.scale)
+
 
 def vanilla_properties(port: int) -> str:
     """The toolkit's MME config (sagemaker_inference/etc/mme-mms.properties plus what it generates)."""
@@ -238,3 +240,10 @@ def layout(kind: str) -> str:
 
 def remove_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def wait_processes(server: Server, at_most: int, timeout_s: float) -> None:
+    """After the DELETEs, wait (bounded) until the tree is back to its idle process count."""
+    deadline = time.monotonic() + timeout_s
+    while server.process_count() > at_most and time.monotonic() < deadline:
+        time.sleep(0.2)
