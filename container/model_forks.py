@@ -183,15 +183,14 @@ class ForkServer:
     def _sibling(self, backend: Backend, own_client: socket.socket, client_fd: int, state_fd: int,
                  middle: int) -> None:
         """Serve `client_fd` with the model already in this process; never returns."""
-        code = 1
-        try:
+        from sklearn_mme.container.worker_process import follow, leave_fork
+
+        def serve() -> int:
             # Only once re-parented: the parent-death signal must follow the zygote, not the intermediate.
             while os.getppid() == middle:
                 time.sleep(0.001)
             self.ctl.close()
             own_client.close()  # the loader's connection: closing our copy leaves it open there
-            from sklearn_mme.container.worker_process import follow
-
             follow(self.launcher_pid)
             client = socket.socket(fileno=client_fd)
             backend.shared = WorkerState.attach(state_fd)
@@ -199,14 +198,6 @@ class ForkServer:
             backend.preload = True  # MMS's load_model then answers from the loaded service
             backend.out = backend.err = None
             backend.start_worker(client)  # exits via SystemExit when MMS hangs up
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:
-            log.exception("sibling worker failed")
-        finally:
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            finally:
-                os._exit(code)
+            return 0
+
+        leave_fork(serve, "sibling worker")

@@ -14,6 +14,8 @@ import socket
 import sys
 import threading
 from argparse import Namespace
+from collections.abc import Callable
+from typing import NoReturn
 
 from sklearn_mme.container.launcher_wire import close_fds
 from sklearn_mme.container.settings import Wiring
@@ -23,11 +25,11 @@ log = logging.getLogger("mme.zygote")
 
 
 def run(stdio: list[int], request: dict, launcher_pid: int, args: Namespace, client: socket.socket,
-        state: WorkerState, reload: dict | None, ctl: socket.socket | None = None) -> None:
+        state: WorkerState, reload: dict | None, ctl: socket.socket | None = None) -> NoReturn:
     """Become the model's worker and serve `client`; never returns. With `ctl` it is the model's
     loader, which forks the model's further workers (container/model_forks.py)."""
-    code = 1
-    try:
+
+    def serve() -> int:
         follow(launcher_pid)
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)
@@ -43,11 +45,21 @@ def run(stdio: list[int], request: dict, launcher_pid: int, args: Namespace, cli
         from sklearn_mme.container.model_forks import ForkServer
 
         forker = ForkServer(ctl, launcher_pid) if ctl is not None else None
-        code = serve_connection(client, args, state, reload, forker)
+        return serve_connection(client, args, state, reload, forker)
+
+    leave_fork(serve, "worker")
+
+
+def leave_fork(body: Callable[[], int], what: str) -> NoReturn:
+    """Run a forked child's `body` and leave with its exit code, whatever it raises: a fork must never return
+    into the zygote's (or a loader's) code."""
+    code = 1
+    try:
+        code = body()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # report, then leave the fork no matter what
-        log.exception("worker failed")
+        log.exception("%s failed", what)
     finally:
         try:
             sys.stdout.flush()
