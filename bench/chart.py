@@ -54,6 +54,7 @@ def write_chart(path: Path, curves: dict[str, Curve], title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
     for label, curve in curves.items():
@@ -67,6 +68,7 @@ def write_chart(path: Path, curves: dict[str, Curve], title: str) -> None:
     ax.set_title(title, fontsize=11)
     ax.set_xlabel("models loaded")
     ax.set_ylabel("whole-container PSS (MB, 10^6 bytes)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
