@@ -128,6 +128,9 @@ def measure(kind: str, models: list[BenchModel], args: argparse.Namespace, workd
         cpu0 = server.cpu_seconds()
         tp = throughput(server.port, models, args.clients, args.duration, args.max_requests, proto)
         cpu = server.cpu_seconds() - cpu0
+        # Idle through the throughput window: a server may have closed it (MLServer's uvicorn after 5 s),
+        # and the unloads are sent without a retry.
+        http.close()
         unloads = unload_all(http, models, f"{tag}: unload", time.monotonic() + args.phase_timeout, proto)
         wait_processes(server, idle.count, timeout_s=30)
         # Memory settles once idle: our JVM runs a periodic GC after 3 s without one (G1PeriodicGCInterval),

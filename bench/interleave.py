@@ -84,6 +84,10 @@ def interleaved_timing(kinds: Sequence[str], models: Sequence[BenchModel], args:
             for kind in order:
                 server, http = servers[kind]
                 t = timings[kind]
+                # Idle while the other servers had their windows (MLServer's uvicorn closes an idle
+                # keep-alive connection after 5 s): connect before the clock starts, not inside it.
+                http.close()
+                http.call(*server.protocol.invoke(models[0]))
                 for fresh in (False, True):
                     lat = warm_latency(http, models, per_round, time.monotonic() + args.phase_timeout,
                                        f"{tag}: round {rnd + 1}/{args.rounds} {kind}", server.protocol,
