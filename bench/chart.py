@@ -64,7 +64,7 @@ def write_chart(path: Path, curves: dict[str, Curve], title: str) -> None:
         color, marker = STYLE.get(label, (None, "o"))
         per_model = (ys[-1] - ys[0]) / xs[-1] if xs[-1] else 0.0
         ax.plot(xs, ys, marker=marker, markersize=4, color=color,
-                label=f"{label}: {ys[-1]:.0f} MB at {xs[-1]:.0f} models (+{per_model:.1f} MB/model)")
+                label=f"{label}: {ys[-1]:.0f} MB at {xs[-1]:.0f} models (avg +{per_model:.1f} MB/model)")
     ax.set_title(title, fontsize=11)
     ax.set_xlabel("models loaded")
     ax.set_ylabel("whole-container PSS (MB, 10^6 bytes)")
