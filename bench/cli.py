@@ -19,6 +19,7 @@ import psutil
 
 from bench import report
 from bench.big import run_big
+from bench.chart import PssCurve, median_curve, write_chart
 from bench.client import BenchError, Http, load_all, note, throughput, unload_all, verify_all, warm_latency
 from bench.interleave import TIMING_KEYS, interleaved_timing
 from bench.models import BenchModel, make_models
@@ -27,7 +28,7 @@ from bench.report import MB, ms
 from bench.scale import run_scale
 from bench.servers import UNLOAD_SETTLE_S, layout, make_server, remove_dir, wait_processes
 
-SERVER_KINDS = ("ours", "vanilla", "ours-fresh")
+SERVER_KINDS = ("ours", "vanilla", "ours-fresh", "mlserver", "mlserver-inproc")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -45,7 +46,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None,
                    help="alternating windows per server (default 10; quick 2)")
     p.add_argument("--servers", default=None,
-                   help="comma list of ours,vanilla,ours-fresh (default all three; quick: ours,vanilla)")
+                   help="comma list of ours,vanilla,ours-fresh,mlserver,mlserver-inproc (default all; quick: "
+                        "ours,vanilla); mlserver runs from a venv the bench creates once (see README)")
     p.add_argument("--quick", action="store_true", help="smoke mode: 3 models, 1 repeat, few invokes")
     p.add_argument("--scale", type=int, default=None, metavar="M",
                    help="instead: load M models into ours only; report total PSS and load times")
@@ -56,6 +58,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="stop the scale loads once the container's PSS passes this (GB)")
     p.add_argument("--phase-timeout", type=float, default=600.0, help="time budget per phase (s)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--chart", type=Path, default=None, metavar="PNG",
+                   help="write a chart of whole-container PSS against models loaded, per server (matplotlib)")
     p.add_argument("--workdir", type=Path, default=None, help="where models, configs and logs go (temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the work dir (server logs) afterwards")
     p.add_argument("--strict", action="store_true", help="exit 3 when a target of issue 4 fails")
@@ -93,20 +97,29 @@ def measure(kind: str, models: list[BenchModel], args: argparse.Namespace, workd
         server.start()
         time.sleep(args.settle_s)  # let the JVM's start-up JIT and GC calm down before the baseline
         idle = server.snapshot()
-        load_run = load_all(http, models, layout(kind), f"{tag}: load", time.monotonic() + args.phase_timeout)
+        proto = server.protocol
+        curve = PssCurve(server, n)  # whole-tree PSS every few loads, for --chart
+        load_run = load_all(http, models, layout(kind), f"{tag}: load", time.monotonic() + args.phase_timeout,
+                            stop_when=curve.sample, proto=proto)
         if load_run.stopped:
             raise BenchError(f"{server.label}: {load_run.stopped}")
         loads = load_run.seconds
-        verify_all(http, models, f"{tag}: verify")  # also warms every worker before the memory figure
+        curve.sample(len(loads))
+        verify_all(http, models, f"{tag}: verify", proto)  # also warms every worker before the memory figure
         loaded = server.snapshot()
         lat = warm_latency(http, models, args.invokes, time.monotonic() + args.phase_timeout,
-                           f"{tag}: invoke")
+                           f"{tag}: invoke", proto)
+        fresh = warm_latency(http, models, args.invokes, time.monotonic() + args.phase_timeout,
+                             f"{tag}: invoke, new connections", proto, new_connection=True)
         note(f"[bench] {tag}: {args.clients} clients for {args.duration:g}s")
         load_avg = os.getloadavg()[0]
         cpu0 = server.cpu_seconds()
-        tp = throughput(server.port, models, args.clients, args.duration, args.max_requests)
+        tp = throughput(server.port, models, args.clients, args.duration, args.max_requests, proto)
         cpu = server.cpu_seconds() - cpu0
-        unloads = unload_all(http, models, f"{tag}: unload", time.monotonic() + args.phase_timeout)
+        # Idle through the throughput window: a server may have closed it (MLServer's uvicorn after 5 s),
+        # and the unloads are sent without a retry.
+        http.close()
+        unloads = unload_all(http, models, f"{tag}: unload", time.monotonic() + args.phase_timeout, proto)
         wait_processes(server, idle.count, timeout_s=30)
         # Memory settles once idle: our JVM runs a periodic GC after 3 s without one (G1PeriodicGCInterval),
         # and only then gives its heap back. Wait past that for every server alike.
@@ -115,7 +128,7 @@ def measure(kind: str, models: list[BenchModel], args: argparse.Namespace, workd
     finally:
         http.close()
         server.stop()
-    if not lat.seconds:
+    if not lat.seconds or not fresh.seconds:
         raise BenchError(f"{server.label}: no warm invoke succeeded")
     metrics = {
         "startup_s": server.startup_s,
@@ -123,6 +136,7 @@ def measure(kind: str, models: list[BenchModel], args: argparse.Namespace, workd
         "idle_pss_mb": idle.total / MB, "loaded_pss_mb": loaded.total / MB,
         "pss_per_model_mb": (loaded.total - idle.total) / n / MB,
         "warm_p50_ms": ms(lat.seconds, 50), "warm_p99_ms": ms(lat.seconds, 99),
+        "warm_newconn_p50_ms": ms(fresh.seconds, 50), "warm_newconn_p99_ms": ms(fresh.seconds, 99),
         "throughput_rps": tp.requests_per_s,
         "cpu_per_request_ms": cpu / max(tp.ok, 1) * 1000.0,
         "unload_p50_ms": ms(unloads, 50),
@@ -133,8 +147,9 @@ def measure(kind: str, models: list[BenchModel], args: argparse.Namespace, workd
         "metrics": metrics,
         "breakdown": role_delta_per_model(idle, loaded, n, after),
         "processes": {"idle": idle.count, "loaded": loaded.count, "unloaded": after.count},
-        "errors": {"invoke_errors": lat.errors, "wrong_answers": lat.wrong, "throughput_errors": tp.errors,
-                   "throughput_ok": tp.ok},
+        "errors": {"invoke_errors": lat.errors + fresh.errors, "wrong_answers": lat.wrong + fresh.wrong,
+                   "throughput_errors": tp.errors, "throughput_ok": tp.ok},
+        "pss_curve": curve.points,
         "leftover_processes": server.leftovers,
         "killed_after_stop": server.killed,
         "load_average_at_throughput": load_avg,
@@ -193,6 +208,10 @@ def run_compare(args: argparse.Namespace, workdir: Path) -> tuple[str, dict]:
     med = {kind: report.medians([r["metrics"] for r in rs]) for kind, rs in runs.items()}
     targets = report.evaluate_targets(med["ours"], med.get("vanilla"))
     breakdowns = {kind: median_breakdown(rs) for kind, rs in runs.items()}
+    curves = {kind: median_curve([r["pss_curve"] for r in rs]) for kind, rs in runs.items()}
+    if args.chart:
+        write_chart(args.chart, curves, f"Whole-container PSS while loading {args.models} small models one "
+                                        f"by one (median of {args.repeats} repeat(s))")
     lines = [
         f"sklearn-mme benchmark (issue 4): N={args.models} distinct small models, {args.repeats} repeat(s), "
         "medians; fresh servers every repeat",
@@ -200,10 +219,14 @@ def run_compare(args: argparse.Namespace, workdir: Path) -> tuple[str, dict]:
         f"warm invokes: {args.invokes} round-robin, 1 keep-alive client; throughput: {args.clients} "
         f"keep-alive clients for {args.duration:g}s; MB = 10^6 bytes; PSS summed over the whole process tree",
         _timing_line(args),
-        "ratio: vanilla/ours for times and memory, ours/vanilla for throughput (above 1 = ours better)",
+        "ratio (after each peer's column): peer/ours for times and memory, ours/peer for throughput "
+        "(above 1 = ours better)",
         "ours = container/serve (zygote forks); vanilla = multi-model-server launcher + sagemaker-inference "
         "handler + code/inference.py"
-        + ("; ours-fresh = container/serve with MME_BACKEND=vanilla" if "ours-fresh" in runs else ""),
+        + ("; ours-fresh = container/serve with MME_BACKEND=vanilla" if "ours-fresh" in runs else "")
+        + ("; mlserver = MLServer 1.7.1 + mlserver-sklearn, its default parallel_workers"
+           if "mlserver" in runs else "")
+        + ("; mlserver-inproc = the same with parallel_workers=0" if "mlserver-inproc" in runs else ""),
         "",
         report.comparison_table(med, targets),
         "",
@@ -220,9 +243,12 @@ def run_compare(args: argparse.Namespace, workdir: Path) -> tuple[str, dict]:
         "duration_s": args.duration, "timing": args.timing, "rounds": args.rounds,
         "order_per_repeat": orders,
         "servers": {kind: {"median": med[kind], "repeats": rs, "breakdown_per_model": breakdowns[kind],
-                           "verified": True} for kind, rs in runs.items()},
+                           "pss_curve": curves[kind], "verified": True} for kind, rs in runs.items()},
         "ratios": {m.key: report.ratio(m, med["ours"][m.key], med["vanilla"][m.key])
                    for m in report.METRICS if "vanilla" in med},
+        # Above 1 = ours better, against every other server of the run.
+        "ratios_vs": {peer: {m.key: report.ratio(m, med["ours"][m.key], med[peer][m.key])
+                             for m in report.METRICS} for peer in med if peer != "ours"},
         "targets": targets,
     }
     return "\n".join(lines), result

@@ -64,6 +64,38 @@ def model_dir(model: BenchModel, layout: str) -> Path:
     return model.vanilla_dir if layout == "vanilla" else model.ours_dir
 
 
+Request = tuple[str, str, bytes | None, dict[str, str]]  # method, path, body, headers
+
+
+class Protocol:
+    """How a server is asked to load, invoke and unload a model: MMS's management and invoke API.
+
+    Another server (bench/mlserver.py) subclasses this; the phases below only speak through it.
+    """
+
+    def __init__(self, layout: str = "ours") -> None:
+        self.layout = layout
+
+    def prepare(self, models: Sequence[BenchModel]) -> None:
+        """Anything the server needs on disk before the first load (nothing, for MMS)."""
+
+    def load(self, m: BenchModel) -> Request:
+        body = json.dumps({"model_name": m.name, "url": str(model_dir(m, self.layout))}).encode()
+        return "POST", "/models", body, JSON
+
+    def invoke(self, m: BenchModel) -> Request:
+        return "POST", f"/models/{m.name}/invoke", m.body, CSV
+
+    def unload(self, m: BenchModel) -> Request:
+        return "DELETE", f"/models/{m.name}", None, {}
+
+    def predictions(self, body: bytes) -> tuple[int, ...]:
+        return tuple(int(p) for p in json.loads(body)["predictions"])
+
+
+MMS = Protocol()
+
+
 @dataclass
 class LoadRun:
     seconds: list[float]  # per successful load, in order
@@ -71,12 +103,14 @@ class LoadRun:
 
 
 def load_all(http: Http, models: Sequence[BenchModel], layout: str, desc: str, deadline: float,
-             stop_when: Callable[[int], str | None] | None = None) -> LoadRun:
+             stop_when: Callable[[int], str | None] | None = None, proto: Protocol | None = None) -> LoadRun:
     """POST /models for each model in turn (as SageMaker does), timing each until its 200.
 
     Ends early, saying why, at the first failed load, when the deadline passes, or when
     `stop_when(i)` gives a reason; the caller decides whether that voids the run.
     """
+    proto = proto or Protocol(layout)
+    proto.prepare(models)
     run = LoadRun([])
     for i, m in enumerate(tqdm(models, desc=desc, unit="model", leave=False)):
         if time.monotonic() > deadline:
@@ -85,9 +119,9 @@ def load_all(http: Http, models: Sequence[BenchModel], layout: str, desc: str, d
             run.stopped = stop_when(i)
         if run.stopped:
             break
-        body = json.dumps({"model_name": m.name, "url": str(model_dir(m, layout))}).encode()
+        method, path, body, headers = proto.load(m)
         t0 = time.perf_counter()
-        status, text = http.call("POST", "/models", body, JSON, retry=False)
+        status, text = http.call(method, path, body, headers, retry=False)
         elapsed = time.perf_counter() - t0
         if status != 200:
             run.stopped = f"loading model #{i + 1} ({m.name}) answered {status}: {text[:200]!r}"
@@ -98,12 +132,12 @@ def load_all(http: Http, models: Sequence[BenchModel], layout: str, desc: str, d
     return run
 
 
-def check_answer(model: BenchModel, status: int, body: bytes) -> str | None:
+def check_answer(model: BenchModel, status: int, body: bytes, proto: Protocol = MMS) -> str | None:
     """None when the server answered this model's request right, else what was wrong."""
     if status != 200:
         return f"{model.name}: status {status}: {body[:200]!r}"
     try:
-        got = tuple(int(p) for p in json.loads(body)["predictions"])
+        got = proto.predictions(body)
     except (ValueError, KeyError, TypeError) as exc:
         return f"{model.name}: unreadable answer ({exc}): {body[:200]!r}"
     if got != model.expected:
@@ -111,12 +145,12 @@ def check_answer(model: BenchModel, status: int, body: bytes) -> str | None:
     return None
 
 
-def verify_all(http: Http, models: Sequence[BenchModel], desc: str) -> None:
+def verify_all(http: Http, models: Sequence[BenchModel], desc: str, proto: Protocol = MMS) -> None:
     """Invoke every model once (this also warms its worker) and insist on the right predictions."""
     problems = []
     for m in tqdm(models, desc=desc, unit="model", leave=False):
-        status, body = http.call("POST", f"/models/{m.name}/invoke", m.body, CSV)
-        if (problem := check_answer(m, status, body)) is not None:
+        status, body = http.call(*proto.invoke(m))
+        if (problem := check_answer(m, status, body, proto)) is not None:
             problems.append(problem)
     if problems:
         raise BenchError(f"{len(problems)} of {len(models)} models answered wrong, e.g. {problems[0]}")
@@ -130,23 +164,27 @@ class Latencies:
 
 
 def warm_latency(http: Http, models: Sequence[BenchModel], count: int, deadline: float,
-                 desc: str) -> Latencies:
-    """`count` invokes round-robin over the models on one keep-alive connection, one at a time."""
+                 desc: str, proto: Protocol = MMS, new_connection: bool = False) -> Latencies:
+    """`count` invokes round-robin over the models, one at a time, on one keep-alive connection
+    (or, with `new_connection`, a fresh TCP connection per request, its connect inside the timing)."""
     out = Latencies()
     for i in tqdm(range(count), desc=desc, unit="req", leave=False, mininterval=0.5):
         if time.monotonic() > deadline:
             note(f"[bench] {desc}: time budget spent after {i} requests")
             break
         m = models[i % len(models)]
+        request = proto.invoke(m)
+        if new_connection:
+            http.close()
         t0 = time.perf_counter()
         try:
-            status, body = http.call("POST", f"/models/{m.name}/invoke", m.body, CSV)
+            status, body = http.call(*request)
         except (http.client.HTTPException, OSError):
             out.errors += 1
             continue
         out.seconds.append(time.perf_counter() - t0)
         # Checked outside the timed span: the answer must be right, not only fast.
-        if check_answer(m, status, body) is not None:
+        if check_answer(m, status, body, proto) is not None:
             out.wrong += 1
     return out
 
@@ -160,7 +198,7 @@ class Throughput:
 
 
 def throughput(port: int, models: Sequence[BenchModel], clients: int, duration_s: float,
-               max_requests: int) -> Throughput:
+               max_requests: int, proto: Protocol = MMS) -> Throughput:
     """`clients` threads, each with its own keep-alive connection, invoking as fast as answers come."""
     stop = threading.Event()
     start = threading.Barrier(clients + 1)
@@ -176,7 +214,7 @@ def throughput(port: int, models: Sequence[BenchModel], clients: int, duration_s
                     break
                 m = models[(idx * 7 + i) % len(models)]  # spread the clients over different models
                 try:
-                    status, body = http.call("POST", f"/models/{m.name}/invoke", m.body, CSV)
+                    status, body = http.call(*proto.invoke(m))
                 except (http.client.HTTPException, OSError):
                     errors += 1
                     continue
@@ -205,15 +243,17 @@ def throughput(port: int, models: Sequence[BenchModel], clients: int, duration_s
     return Throughput(ok / elapsed if elapsed > 0 else 0.0, ok, errors, elapsed)
 
 
-def unload_all(http: Http, models: Sequence[BenchModel], desc: str, deadline: float) -> list[float]:
+def unload_all(http: Http, models: Sequence[BenchModel], desc: str, deadline: float,
+               proto: Protocol = MMS) -> list[float]:
     """DELETE /models/{name} for each; seconds per unload. A non-200 means memory may not come back."""
     times = []
     for i, m in enumerate(tqdm(models, desc=desc, unit="model", leave=False)):
         if time.monotonic() > deadline:
             note(f"[bench] {desc}: time budget spent after {i} unloads")
             break
+        method, path, body, headers = proto.unload(m)
         t0 = time.perf_counter()
-        status, text = http.call("DELETE", f"/models/{m.name}", retry=False)
+        status, text = http.call(method, path, body, headers, retry=False)
         if status != 200:
             raise BenchError(f"unloading {m.name} answered {status}: {text[:300]!r}")
         times.append(time.perf_counter() - t0)

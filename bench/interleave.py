@@ -21,7 +21,8 @@ from bench.client import BenchError, Http, load_all, note, throughput, verify_al
 from bench.models import BenchModel
 from bench.servers import Server, layout, make_server
 
-TIMING_KEYS = ("warm_p50_ms", "warm_p99_ms", "throughput_rps", "cpu_per_request_ms")
+TIMING_KEYS = ("warm_p50_ms", "warm_p99_ms", "warm_newconn_p50_ms", "warm_newconn_p99_ms", "throughput_rps",
+               "cpu_per_request_ms")
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Timing:
     """What one server's windows add up to."""
 
     latencies: list[float] = field(default_factory=list)
+    newconn_latencies: list[float] = field(default_factory=list)
     invoke_errors: int = 0
     wrong_answers: int = 0
     ok: int = 0
@@ -40,11 +42,13 @@ class Timing:
     leftover_processes: list[str] = field(default_factory=list)
 
     def metrics(self) -> dict[str, float]:
-        if not self.latencies or not self.ok:
+        if not self.latencies or not self.newconn_latencies or not self.ok:
             raise BenchError("no successful request in the interleaved windows")
         return {
             "warm_p50_ms": report.percentile(self.latencies, 50) * 1000.0,
             "warm_p99_ms": report.percentile(self.latencies, 99) * 1000.0,
+            "warm_newconn_p50_ms": report.percentile(self.newconn_latencies, 50) * 1000.0,
+            "warm_newconn_p99_ms": report.percentile(self.newconn_latencies, 99) * 1000.0,
             "throughput_rps": self.ok / self.elapsed_s,
             "cpu_per_request_ms": self.cpu_s / self.ok * 1000.0,
         }
@@ -56,10 +60,11 @@ def _start_loaded(kind: str, models: Sequence[BenchModel], args: argparse.Namesp
     http = Http(server.port)
     note(f"[bench] {tag}: starting {server.label} on port {server.port} for the timing windows")
     server.start()
-    run = load_all(http, models, layout(kind), f"{tag}: load {kind}", time.monotonic() + args.phase_timeout)
+    run = load_all(http, models, layout(kind), f"{tag}: load {kind}", time.monotonic() + args.phase_timeout,
+                   proto=server.protocol)
     if run.stopped:
         raise BenchError(f"{server.label}: {run.stopped}")
-    verify_all(http, models, f"{tag}: verify {kind}")
+    verify_all(http, models, f"{tag}: verify {kind}", server.protocol)
     return server, http
 
 
@@ -79,15 +84,21 @@ def interleaved_timing(kinds: Sequence[str], models: Sequence[BenchModel], args:
             for kind in order:
                 server, http = servers[kind]
                 t = timings[kind]
-                lat = warm_latency(http, models, per_round, time.monotonic() + args.phase_timeout,
-                                   f"{tag}: round {rnd + 1}/{args.rounds} {kind}")
-                t.latencies += lat.seconds
-                t.invoke_errors += lat.errors
-                t.wrong_answers += lat.wrong
+                # Idle while the other servers had their windows (MLServer's uvicorn closes an idle
+                # keep-alive connection after 5 s): connect before the clock starts, not inside it.
+                http.close()
+                http.call(*server.protocol.invoke(models[0]))
+                for fresh in (False, True):
+                    lat = warm_latency(http, models, per_round, time.monotonic() + args.phase_timeout,
+                                       f"{tag}: round {rnd + 1}/{args.rounds} {kind}", server.protocol,
+                                       new_connection=fresh)
+                    (t.newconn_latencies if fresh else t.latencies).extend(lat.seconds)
+                    t.invoke_errors += lat.errors
+                    t.wrong_answers += lat.wrong
                 t.load_averages.append(os.getloadavg()[0])
                 cpu0 = server.cpu_seconds()
                 cap = max(1, args.max_requests // args.rounds)
-                tp = throughput(server.port, models, args.clients, window_s, cap)
+                tp = throughput(server.port, models, args.clients, window_s, cap, server.protocol)
                 t.cpu_s += server.cpu_seconds() - cpu0
                 t.ok += tp.ok
                 t.throughput_errors += tp.errors

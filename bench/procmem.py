@@ -55,6 +55,8 @@ def _role(proc: psutil.Process, parent_role: str | None) -> str:
         return "java"
     if parent_role == "server" and "sklearn_mme.container.zygote" in cmd:
         return "zygote"
+    if parent_role == "server" and "multiprocessing.spawn" in cmd:
+        return "worker"  # MLServer's inference pool (parallel_workers): each holds every loaded model
     if parent_role == "java":
         # Ours: a tiny stand-in (C, or stdlib-only python) that asks the zygote for a worker;
         # vanilla and ours-fresh: a fresh python backend server per model.

@@ -26,6 +26,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("pss_per_model_mb", "PSS per additional model (MB)", "memory", "{:.2f}"),
     Metric("warm_p50_ms", "warm invoke p50 (ms)", "time", "{:.2f}"),
     Metric("warm_p99_ms", "warm invoke p99 (ms)", "time", "{:.2f}"),
+    Metric("warm_newconn_p50_ms", "warm invoke p50, new connection (ms)", "time", "{:.2f}"),
+    Metric("warm_newconn_p99_ms", "warm invoke p99, new connection (ms)", "time", "{:.2f}"),
     Metric("throughput_rps", "throughput, 8 clients (req/s)", "rate", "{:.0f}"),
     # CPU the server tree spent per request during the throughput phase: unlike req/s, hardly moved
     # by other jobs taking the shared cores away.
@@ -103,19 +105,30 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
+PEERS = ("vanilla", "mlserver", "mlserver-inproc")  # other stacks: their column is followed by a ratio
+
+
 def comparison_table(med: dict[str, dict[str, float]], targets: dict[str, dict]) -> str:
-    """Rows = metrics; columns = ours, vanilla, ratio, [ours-vanilla], target, result."""
-    extra = [label for label in med if label not in ("ours", "vanilla")]
-    header = ["metric", "ours", "vanilla", "ratio", *extra, "target (ours)", "result"]
+    """Rows = metrics; columns = ours, each other server (a peer's followed by its ratio), target, result."""
+    others = [label for label in med if label != "ours"]
+    others.sort(key=lambda x: 0 if x == "vanilla" else 1 if x not in PEERS else 2)  # vanilla first, as before
+    header = ["metric", "ours"]
+    for label in others:
+        header += [label, "ratio"] if label in PEERS else [label]
+    header += ["target (ours)", "result"]
     rows = []
     for m in METRICS:
-        ours, van = med["ours"].get(m.key), med.get("vanilla", {}).get(m.key)
-        r = ratio(m, ours, van) if ours is not None and van is not None else None
+        ours = med["ours"].get(m.key)
+        row = [m.label, _cell(ours, m.fmt)]
+        for label in others:
+            peer = med[label].get(m.key)
+            row.append(_cell(peer, m.fmt))
+            if label in PEERS:
+                r = ratio(m, ours, peer) if ours is not None and peer is not None else None
+                row.append(_cell(r, "{:.2f}x"))
         t = targets.get(m.key)
         verdict = "" if t is None else {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
-        rows.append([m.label, _cell(ours, m.fmt), _cell(van, m.fmt), _cell(r, "{:.2f}x"),
-                     *(_cell(med[x].get(m.key), m.fmt) for x in extra),
-                     "" if t is None else t["target"], verdict])
+        rows.append([*row, "" if t is None else t["target"], verdict])
     return format_table(header, rows)
 
 

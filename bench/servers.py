@@ -20,6 +20,7 @@ from sklearn_mme.container import ports
 from sklearn_mme.container.procutil import die_with_parent
 
 from bench import procmem
+from bench.client import MMS, Protocol
 
 REPO = Path(__file__).resolve().parent.parent
 SERVE = REPO / "container" / "serve"
@@ -51,6 +52,7 @@ class Server:
 
     label = "server"
     startup_timeout_s = 120.0
+    protocol: Protocol = MMS  # how the bench asks it to load, invoke, unload
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -189,6 +191,7 @@ class VanillaMMS(Server):
     """Stock MMS through its real launcher, the toolkit's handler, a fresh python per model."""
 
     label = "vanilla"
+    protocol = Protocol("vanilla")  # its model dirs also hold code/inference.py
 
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)
@@ -227,7 +230,12 @@ class VanillaMMS(Server):
 
 
 def make_server(kind: str, workdir: Path, ours_env: dict[str, str] | None = None) -> Server:
-    """`ours`, `vanilla` or `ours-fresh` (container/serve with MME_BACKEND=vanilla), not yet started."""
+    """`ours`, `vanilla`, `ours-fresh` (container/serve with MME_BACKEND=vanilla), `mlserver` or
+    `mlserver-inproc` (bench/mlserver.py), not yet started."""
+    if kind.startswith("mlserver"):
+        from bench import mlserver  # imports this module
+
+        return mlserver.make(kind, workdir)
     if kind == "vanilla":
         return VanillaMMS(workdir)
     return Ours(workdir, backend="vanilla" if kind == "ours-fresh" else "zygote", extra_env=ours_env)
