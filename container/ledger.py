@@ -2,14 +2,39 @@
 
 Each backend worker owns one model and records its measured bytes in `<dir>/<pid>`; a load sums the
 records of live processes to decide whether one more model fits the budget (else 507, as SageMaker
-expects so it can unload something and retry). Files of dead processes are ignored and swept, so a
-killed worker frees its share without any coordinator.
+expects so it can unload something and retry). The zygote removes a worker's record when it reaps it
+(`forget`); files of dead processes are swept as well, so a killed worker frees its share without any
+coordinator. A record older than the process now holding its pid is a reused pid's, not that process's.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _boot_time() -> float:
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    return 0.0
+
+
+_BOOT = _boot_time()
+
+
+def _start_time(pid: int) -> float | None:
+    """When process pid started (epoch seconds, to ~1 s: /proc's boot time is whole seconds), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return _BOOT + int(fields[19]) / _TICKS
 
 
 def _alive(pid: int) -> bool:
@@ -36,7 +61,7 @@ class MemoryLedger:
             pid = int(entry.name)
             if pid == exclude_pid:
                 continue
-            if not _alive(pid):
+            if not _alive(pid) or self._stale(entry, pid):
                 entry.unlink(missing_ok=True)
                 continue
             try:
@@ -44,6 +69,20 @@ class MemoryLedger:
             except (OSError, ValueError, IndexError):
                 continue
         return total
+
+    @staticmethod
+    def _stale(entry: Path, pid: int) -> bool:
+        """Written before its pid's current process started: left by an earlier process with that pid."""
+        started = _start_time(pid)
+        try:
+            written = entry.stat().st_mtime
+        except OSError:
+            return True
+        return started is not None and started > written + 1.0
+
+    def forget(self, pid: int) -> None:
+        """Drop pid's record (its process ended)."""
+        (self.dir / str(pid)).unlink(missing_ok=True)
 
     def record(self, nbytes: int, label: str, pid: int | None = None) -> None:
         pid = os.getpid() if pid is None else pid

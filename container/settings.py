@@ -182,6 +182,9 @@ ACCESS_LOG_LEVEL = EnvVar("MME_ACCESS_LOG_LEVEL", _choice(LOG_LEVELS), "warn",
 METRICS_MAX_MODELS = EnvVar("MME_METRICS_MAX_MODELS", _whole(1, 100_000), "500",
                             "models with their own series in `GET /metrics` (and EMF); past it new models "
                             "count under `model=\"other\"`")
+IDLE_CONNECTION_TIMEOUT = EnvVar("MME_IDLE_CONNECTION_TIMEOUT_SECONDS", _whole(1, 86_400), "60",
+                                 "close a client connection with no request under way after N idle seconds "
+                                 "(SageMaker's own keep-alive is shorter)")
 EMF_INTERVAL = EnvVar("MME_EMF_INTERVAL_SECONDS", _whole(1, 86_400), "",
                       "write one CloudWatch EMF line per active model every N seconds to stdout. Unset: "
                       "off (custom metrics cost money per model: see Metrics)")
@@ -199,7 +202,7 @@ VARIABLES: tuple[EnvVar, ...] = (
     handler_settings.DEFAULT_CONTENT, STARTUP, BACKEND, LAUNCHER, LAUNCHER_BIN, MEMORY_BUDGET, MEMORY_RESERVE,
     WORKER_LIMIT, handler_settings.SKOPS_TRUSTED, handler_settings.PROGRAM,
     handler_settings.VERSION_SKEW, HANDLER, JAVA_OPTS, LOG_LEVEL, ACCESS_LOG_LEVEL, METRICS_MAX_MODELS,
-    EMF_INTERVAL, EMF_NAMESPACE, EMF_DIMENSIONS, PYTHON,
+    IDLE_CONNECTION_TIMEOUT, EMF_INTERVAL, EMF_NAMESPACE, EMF_DIMENSIONS, PYTHON,
 )
 
 
@@ -218,6 +221,7 @@ class ServeSettings:
     handler: str
     java_opts: tuple[str, ...]
     metrics_max_models: int
+    idle_connection_timeout_s: int
     emf_interval_s: int | None
     emf_namespace: str
     emf_dimensions: tuple[tuple[str, str], ...] | None
@@ -252,6 +256,7 @@ class ServeSettings:
             handler=HANDLER.read(env),
             java_opts=JAVA_OPTS.read(env),
             metrics_max_models=METRICS_MAX_MODELS.read(env),
+            idle_connection_timeout_s=IDLE_CONNECTION_TIMEOUT.read(env),
             emf_interval_s=EMF_INTERVAL.read(env),
             emf_namespace=EMF_NAMESPACE.read(env),
             emf_dimensions=EMF_DIMENSIONS.read(env),
@@ -274,6 +279,7 @@ class Wiring:
     worker_memory_limit_bytes: int | None = None
     # Read by our MMS plugin (container/java, ContainerMetrics and EmfWriter), not by Python.
     metrics_max_models: int | None = None
+    idle_connection_timeout_s: int | None = None  # RequestGuardInstaller
     emf_interval_s: int | None = None
     emf_namespace: str | None = None
     emf_dimensions: str | None = None  # Name=value,...

@@ -32,10 +32,11 @@ import time
 from dataclasses import dataclass, field
 
 from sklearn_mme.container import launcher_wire, mms_protocol, worker_process
+from sklearn_mme.container.ledger import MemoryLedger
 from sklearn_mme.container.model_forks import EarlyExits, ModelForks
 from sklearn_mme.container.oom import oom_kill_count
 from sklearn_mme.container.procutil import become_subreaper, die_with_parent
-from sklearn_mme.container.settings import HANDLER
+from sklearn_mme.container.settings import HANDLER, Wiring
 from sklearn_mme.container.warmup import preload
 from sklearn_mme.container.worker_state import WorkerState
 
@@ -349,9 +350,28 @@ class Zygote:
             else:
                 self.early_exits.add(pid, status)  # maybe a sibling whose pid its loader has yet to report
 
+    @staticmethod
+    def _remove_files(pid: int, worker: Worker) -> None:
+        """What a worker leaves behind when it is killed (its own clean-up runs only on a clean exit): its
+        memory ledger record and MMS's stdout/stderr FIFOs in the run directory."""
+        state_dir = Wiring.from_env().state_dir
+        if state_dir:
+            MemoryLedger(state_dir).forget(pid)
+        message = worker.state.load_message()
+        io_fd = message.get("ioFileDescriptor") if message else None
+        tmp_dir = getattr(worker.slot.args, "tmp_dir", None)
+        if io_fd and tmp_dir:
+            name = io_fd.decode("utf-8", "replace") if isinstance(io_fd, bytes) else str(io_fd)
+            for suffix in ("-stdout", "-stderr"):
+                try:
+                    os.remove(os.path.join(tmp_dir, name + suffix))
+                except OSError:
+                    pass
+
     def _worker_ended(self, pid: int, worker: Worker, status: int) -> None:
         """OOM-killed mid-request: answer 507 and carry on with a replacement. Otherwise close our copy
         of the connection, so MMS sees the worker gone, reconnects, and we fork a fresh worker then."""
+        self._remove_files(pid, worker)
         oom_kills, self.oom_kills = self.oom_kills, oom_kill_count()
         killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
         reload = worker.state.load_message() if worker.state.was_busy() else None

@@ -42,6 +42,7 @@ MALFORMED = {
     "MME_LOG_LEVEL": "loud",
     "MME_ACCESS_LOG_LEVEL": "verbose",
     "MME_METRICS_MAX_MODELS": "0",
+    "MME_IDLE_CONNECTION_TIMEOUT_SECONDS": "0",
     "MME_EMF_INTERVAL_SECONDS": "1m",
     "MME_EMF_NAMESPACE": "has spaces",
     "MME_EMF_DIMENSIONS": "EndpointName",

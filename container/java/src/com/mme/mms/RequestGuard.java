@@ -57,6 +57,9 @@ final class RequestGuard extends ChannelInboundHandlerAdapter {
 
     @Override
     public void channelRead(ChannelHandlerContext ctx, Object msg) {
+        if (OffLoopUnload.take(ctx, msg)) {
+            return;
+        }
         if (msg instanceof FullHttpRequest) {
             FullHttpRequest req = (FullHttpRequest) msg;
             try {

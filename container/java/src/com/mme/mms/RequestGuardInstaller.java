@@ -101,8 +101,9 @@ final class RequestGuardInstaller {
 
     static void guard(ChannelPipeline pipeline) {
         if (pipeline.get(RequestGuard.class) == null && pipeline.context(HttpObjectAggregator.class) != null) {
-            pipeline.addAfter(pipeline.context(HttpObjectAggregator.class).name(), "mme-request-guard",
-                    RequestGuard.INSTANCE);
+            String aggregator = pipeline.context(HttpObjectAggregator.class).name();
+            pipeline.addAfter(aggregator, "mme-request-guard", RequestGuard.INSTANCE);
+            IdleCloser.install(pipeline, aggregator);
         }
     }
 

@@ -1,0 +1,61 @@
+package com.mme.mms;
+
+import io.netty.channel.ChannelDuplexHandler;
+import io.netty.channel.ChannelHandlerContext;
+import io.netty.channel.ChannelPipeline;
+import io.netty.channel.ChannelPromise;
+import io.netty.handler.codec.http.FullHttpRequest;
+import io.netty.handler.codec.http.HttpResponse;
+import io.netty.handler.timeout.IdleStateEvent;
+import io.netty.handler.timeout.IdleStateHandler;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * Closes a client connection idle for MME_IDLE_CONNECTION_TIMEOUT_SECONDS with no request under way.
+ * MMS 1.1.11 kept idle connections forever: ~20,000 of them exhausted Java's descriptors and /ping
+ * timed out. A connection waiting for a slow answer is not idle: requests read minus answers written
+ * (one per connection, on its event loop) must be zero.
+ */
+final class IdleCloser extends ChannelDuplexHandler {
+
+    static final int TIMEOUT_S = ContainerMetrics.intEnv("_MME_IDLE_CONNECTION_TIMEOUT_S", 60);
+    static final AtomicLong CLOSED = new AtomicLong();
+    private int inFlight;
+
+    /** After MMS's aggregator (as RequestGuard): Netty's idle timer at the head, the closer here. */
+    static void install(ChannelPipeline pipeline, String afterName) {
+        if (TIMEOUT_S <= 0 || pipeline.get(IdleCloser.class) != null) {
+            return;
+        }
+        pipeline.addFirst("mme-idle-timer", new IdleStateHandler(0, 0, TIMEOUT_S));
+        pipeline.addAfter(afterName, "mme-idle-closer", new IdleCloser());
+    }
+
+    @Override
+    public void channelRead(ChannelHandlerContext ctx, Object msg) {
+        if (msg instanceof FullHttpRequest) {
+            inFlight++;
+        }
+        ctx.fireChannelRead(msg);
+    }
+
+    @Override
+    public void write(ChannelHandlerContext ctx, Object msg, ChannelPromise promise) {
+        if (msg instanceof HttpResponse && ((HttpResponse) msg).status().code() >= 200 && inFlight > 0) {
+            inFlight--;
+        }
+        ctx.write(msg, promise);
+    }
+
+    @Override
+    public void userEventTriggered(ChannelHandlerContext ctx, Object evt) {
+        if (evt instanceof IdleStateEvent) {
+            if (inFlight == 0) {
+                CLOSED.incrementAndGet();
+                ctx.close();
+            }
+            return;
+        }
+        ctx.fireUserEventTriggered(evt);
+    }
+}

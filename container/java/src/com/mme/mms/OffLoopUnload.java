@@ -1,0 +1,118 @@
+package com.mme.mms;
+
+import com.amazonaws.ml.mms.http.ErrorResponse;
+import com.amazonaws.ml.mms.http.StatusResponse;
+import com.amazonaws.ml.mms.util.NettyUtils;
+import com.amazonaws.ml.mms.wlm.ModelManager;
+import io.netty.channel.Channel;
+import io.netty.channel.ChannelHandlerContext;
+import io.netty.handler.codec.http.FullHttpRequest;
+import io.netty.handler.codec.http.HttpMethod;
+import io.netty.handler.codec.http.HttpResponseStatus;
+import io.netty.handler.codec.http.QueryStringDecoder;
+import io.netty.util.AttributeKey;
+import io.netty.util.ReferenceCountUtil;
+import java.util.ArrayDeque;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.atomic.AtomicLong;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Runs `DELETE /models/{name}` off Netty's event loop. MMS unregisters on the thread that read the
+ * request, and the unload waits for the request inside the model's worker (GuardedWorkLoadManager, up
+ * to the response timeout): every other connection on that event loop, `/ping` included, waited with
+ * it (2 of 8 fresh pings took 58.8 s). Here the same ModelManager call runs on a pool thread and its
+ * answer (MMS's own statuses and messages) is written back on the channel. Until then, further requests
+ * on that connection are held, so answers still leave in request order.
+ */
+final class OffLoopUnload {
+
+    private static final Logger logger = LoggerFactory.getLogger(OffLoopUnload.class);
+    private static final AttributeKey<ArrayDeque<Object>> HELD = AttributeKey.valueOf("mme-held-during-unload");
+    static final AtomicLong OFFLOADED = new AtomicLong();
+    private static final ExecutorService POOL =
+            Executors.newCachedThreadPool(
+                    r -> {
+                        Thread t = new Thread(r, "mme-unload");
+                        t.setDaemon(true);
+                        return t;
+                    });
+
+    private OffLoopUnload() {}
+
+    /** True when msg was taken here (held behind an unload, or an unload started); else MMS handles it. */
+    static boolean take(ChannelHandlerContext ctx, Object msg) {
+        ArrayDeque<Object> held = ctx.channel().attr(HELD).get();
+        if (held != null) {
+            held.add(msg);
+            return true;
+        }
+        if (!(msg instanceof FullHttpRequest)) {
+            return false;
+        }
+        FullHttpRequest req = (FullHttpRequest) msg;
+        if (req.method() != HttpMethod.DELETE || !req.decoderResult().isSuccess()) {
+            return false;
+        }
+        String[] segments = new QueryStringDecoder(req.uri()).path().split("/");
+        if (segments.length != 3 || !"models".equals(segments[1]) || segments[2].isEmpty()) {
+            return false; // as MMS's ManagementRequestHandler routes an unregister
+        }
+        String name = segments[2];
+        ReferenceCountUtil.release(req);
+        Channel channel = ctx.channel();
+        channel.attr(HELD).set(new ArrayDeque<>());
+        channel.config().setAutoRead(false);
+        OFFLOADED.incrementAndGet();
+        // Answers go out through the whole pipeline, as MMS's own (its handler is the last one).
+        ChannelHandlerContext last = ctx.pipeline().lastContext();
+        POOL.execute(() -> {
+            try {
+                answer(last, name);
+            } catch (RuntimeException e) {
+                logger.warn("unload of {} failed", name, e);
+                NettyUtils.sendJsonResponse(
+                        last,
+                        new ErrorResponse(500, "InternalServerException", "Failed to unregister model"),
+                        HttpResponseStatus.INTERNAL_SERVER_ERROR);
+            } finally {
+                channel.eventLoop().execute(() -> release(ctx));
+            }
+        });
+        return true;
+    }
+
+    /** ManagementRequestHandler.handleUnregisterModel's answers, from a pool thread. */
+    private static void answer(ChannelHandlerContext ctx, String name) {
+        HttpResponseStatus status = ModelManager.getInstance().unregisterModel(name);
+        if (status == HttpResponseStatus.NOT_FOUND) {
+            error(ctx, status, "ModelNotFoundException", "Model not found: " + name);
+        } else if (status == HttpResponseStatus.INTERNAL_SERVER_ERROR) {
+            error(ctx, status, "InternalServerException", "Interrupted while cleaning resources: " + name);
+        } else if (status == HttpResponseStatus.REQUEST_TIMEOUT) {
+            error(ctx, status, "RequestTimeoutException", "Timed out while cleaning resources: " + name);
+        } else {
+            NettyUtils.sendJsonResponse(ctx, new StatusResponse("Model \"" + name + "\" unregistered"));
+        }
+    }
+
+    private static void error(ChannelHandlerContext ctx, HttpResponseStatus status, String type, String message) {
+        NettyUtils.sendJsonResponse(ctx, new ErrorResponse(status.code(), type, message), status);
+    }
+
+    /** On the event loop once the unload was answered: replays held requests, reads again. */
+    private static void release(ChannelHandlerContext ctx) {
+        ArrayDeque<Object> held = ctx.channel().attr(HELD).getAndSet(null);
+        while (held != null && !held.isEmpty()) {
+            RequestGuard.INSTANCE.channelRead(ctx, held.poll());
+            ArrayDeque<Object> again = ctx.channel().attr(HELD).get();
+            if (again != null) { // another DELETE among them: the rest waits for it, in order
+                again.addAll(held);
+                return;
+            }
+        }
+        ctx.channel().config().setAutoRead(true);
+    }
+}
