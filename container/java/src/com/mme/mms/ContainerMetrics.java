@@ -9,6 +9,7 @@ import io.netty.handler.codec.http.HttpMethod;
 import io.netty.handler.codec.http.HttpRequest;
 import io.netty.handler.codec.http.QueryStringDecoder;
 import java.io.IOException;
+import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
@@ -17,9 +18,11 @@ import java.nio.file.Paths;
 import java.nio.file.attribute.FileTime;
 import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.LongAdder;
@@ -47,6 +50,7 @@ final class ContainerMetrics {
 
     private static final Ledger LEDGER = new Ledger(System.getenv("_MME_STATE_DIR"));
     private static final long BUDGET = longEnv("_MME_MEMORY_BUDGET_BYTES", 0);
+    private static final int CHUNK = 64 * 1024;
 
     private ContainerMetrics() {}
 
@@ -196,9 +200,13 @@ final class ContainerMetrics {
         return out;
     }
 
-    /** Prometheus text exposition format 0.0.4. */
-    static String render() {
-        StringBuilder b = new StringBuilder(64 * 1024);
+    /**
+     * Prometheus text exposition format 0.0.4, written to out in chunks: at 1,000 models the text is
+     * ~1 MB, and one String of it (plus its byte[] copy) would be humongous objects for G1 on the
+     * container's small heap, each costing a collection.
+     */
+    static void render(OutputStream out) throws IOException {
+        StringBuilder b = new StringBuilder(CHUNK + 4096);
         Map<String, List<ModelStats>> groups = byLabel();
 
         family(b, "mme_container_invocations_total", "counter",
@@ -232,17 +240,21 @@ final class ContainerMetrics {
             if (total == 0) {
                 continue;
             }
+            // 23 bucket lines per model: the label is escaped once, the bounds were formatted once.
+            String model = labelSet(g.getKey());
             long cumulative = 0;
-            String name = "mme_container_invocation_latency_seconds";
-            for (int i = 0; i < ModelStats.BOUNDS.length; i++) {
-                cumulative += counts[i];
-                sample(b, name + "_bucket", g.getKey(), "le", fmt(ModelStats.BOUNDS[i]), cumulative);
+            for (int i = 0; i < BOUND_LABELS.length; i++) {
+                cumulative += i < ModelStats.BOUNDS.length ? counts[i] : 0;
+                b.append("mme_container_invocation_latency_seconds_bucket{").append(model)
+                        .append(BOUND_LABELS[i]).append(i < ModelStats.BOUNDS.length ? cumulative : total)
+                        .append('\n');
             }
-            sample(b, name + "_bucket", g.getKey(), "le", "+Inf", total);
-            sample(b, name + "_sum", g.getKey(), null, null, sum);
-            sample(b, name + "_count", g.getKey(), null, null, total);
+            sample(b, "mme_container_invocation_latency_seconds_sum", g.getKey(), null, null, sum);
+            sample(b, "mme_container_invocation_latency_seconds_count", g.getKey(), null, null, total);
+            spill(b, out);
         }
 
+        spill(b, out);
         family(b, "mme_container_model_loading_seconds", "summary",
                 "Successful loads (POST /models answered 200) and their time, by model");
         for (Map.Entry<String, List<ModelStats>> g : groups.entrySet()) {
@@ -258,6 +270,7 @@ final class ContainerMetrics {
             }
         }
 
+        spill(b, out);
         family(b, "mme_container_model_load_failures_total", "counter",
                 "Loads answered with an error, by model and cause (from the status)");
         for (Map.Entry<String, List<ModelStats>> g : groups.entrySet()) {
@@ -271,6 +284,7 @@ final class ContainerMetrics {
             }
         }
 
+        spill(b, out);
         family(b, "mme_container_model_unloads_total", "counter", "Unloads (DELETE answered 200), by model");
         for (Map.Entry<String, List<ModelStats>> g : groups.entrySet()) {
             long n = 0;
@@ -282,6 +296,7 @@ final class ContainerMetrics {
             }
         }
 
+        spill(b, out);
         Map<String, Model> models = ModelManager.getInstance() == null
                 ? Map.of() : ModelManager.getInstance().getModels();
         family(b, "mme_container_model_workers", "gauge", "Worker threads MMS runs for a loaded model");
@@ -291,9 +306,10 @@ final class ContainerMetrics {
         }
         workers.forEach((label, n) -> sample(b, "mme_container_model_workers", label, null, null, n));
 
+        spill(b, out);
         family(b, "mme_container_model_bytes", "gauge",
                 "Bytes a loaded model holds, as measured by the handler when it loaded (the memory ledger)");
-        Map<String, Long> held = LEDGER.byName();
+        Map<String, Long> held = LEDGER.byName(models.keySet());
         Map<String, Long> bytes = new LinkedHashMap<>();
         long total = 0;
         for (Map.Entry<String, Long> e : held.entrySet()) {
@@ -302,6 +318,7 @@ final class ContainerMetrics {
         }
         bytes.forEach((label, n) -> sample(b, "mme_container_model_bytes", label, null, null, n));
 
+        spill(b, out);
         family(b, "mme_container_loaded_models", "gauge", "Models registered in the container");
         sample(b, "mme_container_loaded_models", null, null, null, models.size());
         family(b, "mme_container_bytes_held", "gauge", "Bytes all loaded models hold (the memory ledger)");
@@ -319,7 +336,15 @@ final class ContainerMetrics {
         family(b, "mme_container_metrics_tracked_models", "gauge",
                 "Model names with their own series (at most MME_METRICS_MAX_MODELS; past it: model=\"other\")");
         sample(b, "mme_container_metrics_tracked_models", null, null, null, TRACKED.get());
-        return b.toString();
+        out.write(b.toString().getBytes(StandardCharsets.UTF_8));
+    }
+
+    /** Moves the text so far to out once it is a chunk long (chunks stay below G1's humongous size). */
+    private static void spill(StringBuilder b, OutputStream out) throws IOException {
+        if (b.length() >= CHUNK) {
+            out.write(b.toString().getBytes(StandardCharsets.UTF_8));
+            b.setLength(0);
+        }
     }
 
     private static void family(StringBuilder b, String name, String type, String help) {
@@ -356,6 +381,25 @@ final class ContainerMetrics {
             b.append(v);
         }
         b.append('\n');
+    }
+
+    /** `,le="0.0001"} ` ... `,le="+Inf"} `: the bucket label of each bound, formatted once. */
+    private static final String[] BOUND_LABELS = boundLabels();
+
+    private static String[] boundLabels() {
+        String[] out = new String[ModelStats.BOUNDS.length + 1];
+        for (int i = 0; i < out.length; i++) {
+            String le = i < ModelStats.BOUNDS.length ? fmt(ModelStats.BOUNDS[i]) : "+Inf";
+            out[i] = ",le=\"" + le + "\"} ";
+        }
+        return out;
+    }
+
+    /** `model="LABEL"`, escaped. */
+    private static String labelSet(String model) {
+        StringBuilder b = new StringBuilder(model.length() + 9).append("model=\"");
+        escape(b, model);
+        return b.append('"').toString();
     }
 
     static String fmt(double bound) {
@@ -396,6 +440,7 @@ final class ContainerMetrics {
      * out (Python sweeps them on its next load).
      */
     static final class Ledger {
+        private static final Path PROC = Paths.get("/proc");
         private final Path dir;
         private FileTime seen;
         private Map<Long, Object[]> entries = Map.of(); // pid -> {name, bytes}
@@ -404,7 +449,8 @@ final class ContainerMetrics {
             this.dir = dir == null || dir.isEmpty() ? null : Paths.get(dir);
         }
 
-        synchronized Map<String, Long> byName() {
+        /** Bytes per model name, of live processes whose model is registered (unloaded: nothing). */
+        synchronized Map<String, Long> byName(Set<String> registered) {
             if (dir == null) {
                 return Map.of();
             }
@@ -436,12 +482,47 @@ final class ContainerMetrics {
                 return Map.of();
             }
             Map<String, Long> out = new LinkedHashMap<>();
+            if (entries.isEmpty()) {
+                return out;
+            }
+            Set<Long> live = livePids();
             for (Map.Entry<Long, Object[]> e : entries.entrySet()) {
-                if (ProcessHandle.of(e.getKey()).map(ProcessHandle::isAlive).orElse(false)) {
+                // An unloaded model's worker may still be exiting (or a zombie, which /proc lists).
+                if (!registered.contains((String) e.getValue()[0])) {
+                    continue;
+                }
+                if (live == null
+                        ? ProcessHandle.of(e.getKey()).map(ProcessHandle::isAlive).orElse(false)
+                        : live.contains(e.getKey())) {
                     out.merge((String) e.getValue()[0], (Long) e.getValue()[1], Long::sum);
                 }
             }
             return out;
+        }
+
+        /**
+         * The pids in /proc, or null where there is no /proc. One directory listing costs far less than
+         * a ProcessHandle lookup per ledger entry (a /proc/PID/stat read each: ~30 ms per scrape at
+         * 1,000 models).
+         */
+        private static Set<Long> livePids() {
+            Set<Long> live = new HashSet<>();
+            try (DirectoryStream<Path> ds = Files.newDirectoryStream(PROC)) {
+                for (Path p : ds) {
+                    String f = p.getFileName().toString();
+                    char c = f.charAt(0);
+                    if (c >= '0' && c <= '9') {
+                        try {
+                            live.add(Long.parseLong(f));
+                        } catch (NumberFormatException e) {
+                            // not a process
+                        }
+                    }
+                }
+            } catch (IOException e) {
+                return null;
+            }
+            return live;
         }
 
         long zygoteRestarts() {

@@ -43,6 +43,6 @@ public class MetricsEndpoint extends ModelServerEndpoint {
             return;
         }
         rsp.setContentType("text/plain; version=0.0.4; charset=utf-8");
-        rsp.getOutputStream().write(ContainerMetrics.render().getBytes(StandardCharsets.UTF_8));
+        ContainerMetrics.render(rsp.getOutputStream());
     }
 }
