@@ -20,11 +20,10 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from sklearn_mme.container import ports
-
 from bench.client import JSON, Protocol, Request
 from bench.models import BenchModel
 from bench.servers import REPO, Server
+from sklearn_mme.container import ports
 
 EXTRA = "bench-mlserver"
 # Our own pins that MLServer's venv must share: the library that pickled the models reads them back.

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn_mme.container.examples import small_model, write_model_dir
 from tqdm import tqdm
+
+from sklearn_mme.container.examples import small_model, write_model_dir
 
 # The seed-style user script a customer ships for the stock toolkit (the vanilla reference only).
 INFERENCE_PY = '''\

@@ -16,11 +16,11 @@ from importlib import resources
 from pathlib import Path
 
 import psutil
-from sklearn_mme.container import ports
-from sklearn_mme.container.procutil import die_with_parent
 
 from bench import procmem
 from bench.client import MMS, Protocol
+from sklearn_mme.container import ports
+from sklearn_mme.container.procutil import die_with_parent
 
 REPO = Path(__file__).resolve().parent.parent
 SERVE = REPO / "container" / "serve"

@@ -23,6 +23,7 @@ from mms.arg_parser import ArgParser
 from mms.model_service_worker import MXNetModelServiceWorker
 from mms.protocol.otf_message_handler import create_load_model_response, retrieve_msg
 from mms.service import emit_metrics
+
 from sklearn_mme.container.model_forks import ForkServer
 from sklearn_mme.container.procutil import die_with_parent
 from sklearn_mme.container.worker_state import WorkerState

@@ -10,6 +10,7 @@ import logging
 import os
 
 import psutil
+
 from sklearn_mme.container.ledger import MemoryLedger
 from sklearn_mme.container.settings import Wiring
 from sklearn_mme.handler.cache import ModelCache

@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 import mms
+
 from sklearn_mme.container.settings import ServeSettings, SettingsError
 
 PLUGIN_JAR = "mme-mms-plugin.jar"

@@ -33,6 +33,7 @@ def preload(handler: str) -> None:
     import sklearn.preprocessing
     import sklearn.svm
     import sklearn.tree  # noqa: F401
+
     import sklearn_mme.container.backend  # noqa: F401
 
     # XGBoost and LightGBM when installed (the handler imports them lazily, only for models that need them):

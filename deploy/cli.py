@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 from botocore.exceptions import BotoCoreError, ClientError
+
 from sklearn_mme.deploy import metrics as metrics_mod
 from sklearn_mme.deploy.plan import SERVICES, DeployError, Step, execute, render
 from sklearn_mme.deploy.planner import deploy_plan, teardown_plan

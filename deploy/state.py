@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
+
 from sklearn_mme.deploy.spec import OWNER_TAG, VARIANT
 
 

@@ -12,6 +12,7 @@ from typing import IO
 
 import numpy as np
 import scipy.sparse
+
 from sklearn_mme.handler.content_types import (
     CSV,
     JSON,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse
+
 from sklearn_mme.handler.boosters import BoosterPrediction, NativeBooster
 from sklearn_mme.handler.content_types import CSV, negotiate, parse_media_type
 from sklearn_mme.handler.decoders import MAX_EXPANDED_BYTES, decode

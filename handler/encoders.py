@@ -12,6 +12,7 @@ import json
 import math
 
 import numpy as np
+
 from sklearn_mme.handler.content_types import CSV, JSON, JSONLINES, NPY, SUPPORTED_ACCEPT
 from sklearn_mme.handler.errors import InferenceError, NotAcceptable
 

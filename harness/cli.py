@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+
 from sklearn_mme.harness.cli_options import HarnessOptions, fail, harness_options
 from sklearn_mme.harness.cli_store import add, list_cmd, package_cmd, remove
 from sklearn_mme.harness.units import format_size
@@ -114,6 +115,7 @@ def invoke(
 ) -> None:
     """Send one invocation through boto3's sagemaker-runtime client and print the answer."""
     from botocore.exceptions import BotoCoreError, ClientError
+
     from sklearn_mme.harness.scenario import runtime_client
 
     if body is None or body == "-":

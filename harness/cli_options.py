@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
+
 from sklearn_mme.harness.units import parse_size
 
 if TYPE_CHECKING:

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import click
+
 from sklearn_mme.harness.cli_options import fail, open_store, s3_option, store_option
 from sklearn_mme.harness.units import format_size
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
+
 from sklearn_mme.harness.container import ContainerRuntime
 from sklearn_mme.harness.errors import InternalFailure, ModelError
 from sklearn_mme.harness.mme_client import Answer, MMEClient

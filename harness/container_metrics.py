@@ -7,6 +7,7 @@ both sides; the demo prints a short per-model table from them.
 from __future__ import annotations
 
 import requests
+
 from sklearn_mme.harness.metrics import parse_exposition, sample_sum
 
 SCRAPE_TIMEOUT_S = 2.0

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from sklearn_mme.harness import container_metrics, scenario
 from sklearn_mme.harness.app import Harness, HarnessConfig
 from sklearn_mme.harness.container import free_port

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+
 from sklearn_mme.harness.accounting import Accounting, ModelStats
 from sklearn_mme.harness.artifacts import ArtifactCache
 from sklearn_mme.harness.capacity import CapacityPolicy

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
 from sklearn_mme.harness.metrics import parse_exposition, sample_sum
 from sklearn_mme.harness.scenario_report import ModelRow, Outcome, Report
 

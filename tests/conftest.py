@@ -6,8 +6,8 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from sklearn_mme.container import examples
 
+from sklearn_mme.container import examples
 from tests.support import FAKE_AWS
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+
 from sklearn_mme.container import ports
 from sklearn_mme.harness import scenario
 from sklearn_mme.harness.metrics import parse_exposition, sample_sum

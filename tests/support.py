@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 import requests
+
 from sklearn_mme.container import ports
 
 REPO = Path(__file__).resolve().parent.parent

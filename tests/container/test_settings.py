@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from sklearn_mme.container import settings
 from sklearn_mme.container.settings import ServeSettings, SettingsError, Wiring, parse_size
-
 from tests.support import REPO, SERVE
 
 # One malformed value per user-facing variable (the first test makes sure none is missing).

@@ -15,8 +15,8 @@ import boto3
 import pytest
 import requests
 from click.testing import CliRunner, Result
-from sklearn_mme.deploy.cli import main
 
+from sklearn_mme.deploy.cli import main
 from tests.support import FAKE_AWS, moto_server
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 from botocore.stub import Stubber
+
 from sklearn_mme.deploy import plan as plan_mod
 from sklearn_mme.deploy.planner import deploy_plan
 from sklearn_mme.deploy.spec import DeploySpec, Scaling
 from sklearn_mme.deploy.state import read_state
-
 from tests.deploy.conftest import ACCOUNT, IMAGE, MME_DEPLOY, PREFIX, REGION, ROLE, deploy_args, run
 
 OWNER = "mme-deploy:endpoint"

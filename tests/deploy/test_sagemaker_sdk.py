@@ -15,9 +15,9 @@ from sagemaker.multidatamodel import MultiDataModel
 from sagemaker.predictor import Predictor
 from sagemaker.serializers import CSVSerializer
 from sagemaker.session import Session
+
 from sklearn_mme.container import examples
 from sklearn_mme.harness.packaging import package
-
 from tests.deploy.conftest import IMAGE, REGION, ROLE
 from tests.harness_process import runtime_client, start_harness, stop_harness
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from sklearn_mme.container import examples
 from sklearn_mme.harness.packaging import package
-
 from tests.harness_process import (  # noqa: F401 - re-exported for the harness tests
     MME_LOCAL,
     RunningHarness,

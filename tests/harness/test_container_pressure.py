@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+
 from sklearn_mme.container import examples
 from sklearn_mme.handler.service import ModelService
 from sklearn_mme.handler.sizing import measure_bytes
 from sklearn_mme.harness.packaging import package
 from sklearn_mme.harness.registry import opaque_name
-
 from tests.harness.conftest import (
     RunningHarness,
     expected,

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from sklearn_mme.harness.app import Harness, HarnessConfig
 from sklearn_mme.harness.container import engine_works, free_port
-
 from tests.harness.conftest import expected, metric, model_keys, predictions, runtime_client
 
 pytestmark = pytest.mark.mms

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sklearn_mme.harness.extract import UnsafeArchiveError, check_member, safe_extract
 
+from sklearn_mme.harness.extract import UnsafeArchiveError, check_member, safe_extract
 from tests.support import write_tar
 
 

@@ -21,8 +21,8 @@ import psutil
 import pytest
 import requests
 from botocore.exceptions import ClientError
-from sklearn_mme.container import examples
 
+from sklearn_mme.container import examples
 from tests.harness.conftest import expected, predictions, slow_model_dir
 from tests.harness_process import RunningHarness, runtime_client, start_harness, stop_harness
 

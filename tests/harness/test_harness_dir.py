@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import requests
 from botocore.exceptions import ClientError
+
 from sklearn_mme.container import examples
 from sklearn_mme.harness.packaging import package
-
 from tests.harness.conftest import (
     RunningHarness,
     build_artifacts,

@@ -14,9 +14,9 @@ import boto3
 import numpy as np
 import pytest
 from botocore.config import Config
+
 from sklearn_mme.container import examples
 from sklearn_mme.harness.store import S3Store
-
 from tests.harness.conftest import (
     RunningHarness,
     build_artifacts,

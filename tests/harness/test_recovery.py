@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from sklearn_mme.harness.app import Harness, HarnessConfig
 from sklearn_mme.harness.container import free_port
-
 from tests.harness.conftest import expected, metric, predictions, runtime_client
 
 pytestmark = pytest.mark.mms

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from sklearn_mme.harness.cli import main
 from sklearn_mme.harness.container import (
     CONTAINER_MODELS_DIR,

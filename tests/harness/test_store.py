@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from sklearn_mme.harness.artifacts import ArtifactCache, ArtifactNotFound
 from sklearn_mme.harness.packaging import PackagingError, package
 from sklearn_mme.harness.store import DirStore, InvalidKey, StoreError, open_store, validate_key

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from sklearn_mme.container import ports
 
 REPO = Path(__file__).resolve().parents[2]

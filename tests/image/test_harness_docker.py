@@ -14,6 +14,7 @@ from typing import IO
 
 import numpy as np
 import pytest
+
 from sklearn_mme.container.ports import NotReady, free_port, wait_for_ping
 
 from .conftest import REPO, podman

@@ -6,8 +6,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from sklearn_mme.container import examples
 
+from sklearn_mme.container import examples
 from tests.support import running_serve
 
 

@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-from sklearn_mme.container.examples import Example
 
+from sklearn_mme.container.examples import Example
 from tests.support import Serve
 
 pytestmark = pytest.mark.mms

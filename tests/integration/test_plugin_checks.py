@@ -15,6 +15,7 @@ from pathlib import Path
 
 import mms
 import pytest
+
 from sklearn_mme.container import mms_front
 from sklearn_mme.container.settings import SettingsError
 

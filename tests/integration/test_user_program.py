@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import scipy.sparse
 from sklearn.linear_model import LogisticRegression
-from sklearn_mme.container import examples
 
+from sklearn_mme.container import examples
 from tests.support import Serve, running_serve
 
 pytestmark = pytest.mark.mms

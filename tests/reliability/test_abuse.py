@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from sklearn_mme.container import examples
 
+from sklearn_mme.container import examples
 from tests.support import REPO, Serve, running_serve
 
 pytestmark = pytest.mark.mms

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+
 from sklearn_mme.container import examples
 from sklearn_mme.harness.metrics import sample_sum
 from sklearn_mme.harness.packaging import package
-
 from tests.reliability.util import (
     RunningHarness,
     fmt_counter,

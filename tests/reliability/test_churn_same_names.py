@@ -22,8 +22,8 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from sklearn_mme.container import examples
 
+from sklearn_mme.container import examples
 from tests.reliability.util import PingWatch, fmt_counter
 from tests.support import Serve, running_serve
 

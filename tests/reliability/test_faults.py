@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from sklearn_mme.container import examples
 
+from sklearn_mme.container import examples
 from tests.reliability.util import PingWatch, fmt_counter
 from tests.support import Serve, running_serve
 

@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 import requests
 from botocore.exceptions import ClientError
+
 from sklearn_mme.container import examples
 from sklearn_mme.harness.packaging import package
-
 from tests.reliability.util import (
     RunningHarness,
     marker_npy,

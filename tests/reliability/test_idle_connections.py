@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sklearn_mme.container import examples
 
+from sklearn_mme.container import examples
 from tests.support import Serve, running_serve
 
 pytestmark = pytest.mark.mms

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from sklearn_mme.container import examples
 
+from sklearn_mme.container import examples
 from tests.support import Serve, running_serve
 
 pytestmark = pytest.mark.mms

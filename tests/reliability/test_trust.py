@@ -25,9 +25,9 @@ import skops.io
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
+
 from sklearn_mme.container import examples
 from sklearn_mme.harness.packaging import package
-
 from tests.reliability.util import RunningHarness, start_harness, stop_harness, write_marker_joblib
 from tests.support import Serve, running_serve
 

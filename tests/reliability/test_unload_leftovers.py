@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from sklearn_mme.container import examples
 
+from sklearn_mme.container import examples
 from tests.support import running_serve
 
 pytestmark = pytest.mark.mms

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from sklearn_mme.container.examples import Example, train_all, write_model_dir
 from sklearn_mme.handler.errors import InferenceError, error_body
 from sklearn_mme.handler.settings import get_settings

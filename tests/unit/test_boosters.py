@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import sklearn
 import xgboost
+
 from sklearn_mme.handler import boosters, versions
 from sklearn_mme.handler.boosters import NativeBooster, estimators
 from sklearn_mme.handler.errors import InferenceError, ModelLoadError
 from sklearn_mme.handler.model_loader import find_model_file
 from sklearn_mme.handler.service import ModelService
 from sklearn_mme.harness.packaging import package
-
 from tests.unit.booster_models import BoosterCase, csv_body, json_body, write_booster_models
 from tests.unit.conftest import assert_clean_error
 from tests.unit.old_sklearn import OLD_SKLEARN, old_sklearn_model

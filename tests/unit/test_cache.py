@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression, Ridge
+
 from sklearn_mme.handler.cache import CacheStats, ModelCache, ModelTooLarge
 from sklearn_mme.handler.sizing import measure_bytes
 

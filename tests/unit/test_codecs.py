@@ -11,6 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 import scipy.sparse
+
 from sklearn_mme.handler.content_types import CSV, JSON, JSONLINES, NPY, NPZ, negotiate, parse_media_type
 from sklearn_mme.handler.decoders import MAX_EXPANDED_BYTES, decode
 from sklearn_mme.handler.encoders import encode
@@ -24,7 +25,6 @@ from sklearn_mme.handler.errors import (
     to_error,
 )
 from sklearn_mme.handler.settings import Settings, SettingsError, get_settings
-
 from tests.unit.conftest import assert_clean_error
 
 

@@ -21,6 +21,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, MaxAbsScaler, StandardScaler
+
 from sklearn_mme.container.examples import Example, write_model_dir
 from sklearn_mme.handler.errors import (
     BadRequest,
@@ -32,7 +33,6 @@ from sklearn_mme.handler.errors import (
     UserCodeError,
 )
 from sklearn_mme.handler.service import ModelService
-
 from tests.unit.conftest import assert_clean_error
 
 # A classifier, a regressor, a pipeline and a clusterer.

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from sklearn_mme.container import oom
 from sklearn_mme.container.worker_state import WorkerState
 
