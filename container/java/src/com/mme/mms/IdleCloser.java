@@ -18,6 +18,7 @@ import java.util.concurrent.atomic.AtomicLong;
  */
 final class IdleCloser extends ChannelDuplexHandler {
 
+    static final String NAME = "mme-idle-closer";
     static final int TIMEOUT_S = ContainerMetrics.intEnv("_MME_IDLE_CONNECTION_TIMEOUT_S", 60);
     static final AtomicLong CLOSED = new AtomicLong();
     private int inFlight;
@@ -28,7 +29,7 @@ final class IdleCloser extends ChannelDuplexHandler {
             return;
         }
         pipeline.addFirst("mme-idle-timer", new IdleStateHandler(0, 0, TIMEOUT_S));
-        pipeline.addAfter(afterName, "mme-idle-closer", new IdleCloser());
+        pipeline.addAfter(afterName, NAME, new IdleCloser());
     }
 
     @Override

@@ -101,9 +101,13 @@ final class RequestGuardInstaller {
 
     static void guard(ChannelPipeline pipeline) {
         if (pipeline.get(RequestGuard.class) == null && pipeline.context(HttpObjectAggregator.class) != null) {
+            // Behind the metrics handler and the idle closer, so that they see every request and answer,
+            // the guard's own refusals and off-loop unloads included: aggregator, metrics, idle closer, guard.
             String aggregator = pipeline.context(HttpObjectAggregator.class).name();
-            pipeline.addAfter(aggregator, "mme-request-guard", RequestGuard.INSTANCE);
-            IdleCloser.install(pipeline, aggregator);
+            String anchor = pipeline.get(ChannelHook.NAME) != null ? ChannelHook.NAME : aggregator;
+            IdleCloser.install(pipeline, anchor);
+            String before = pipeline.get(IdleCloser.NAME) != null ? IdleCloser.NAME : anchor;
+            pipeline.addAfter(before, "mme-request-guard", RequestGuard.INSTANCE);
         }
     }
 
