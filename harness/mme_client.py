@@ -104,9 +104,10 @@ class MMEClient:
         timeout: float = INVOKE_TIMEOUT,
         target_model: str | None = None,
     ) -> Answer:
-        headers = {}
+        headers: dict[str, str | bytes] = {}
         if target_model is not None:  # as SageMaker sends it: the container labels its metrics with it
-            headers["X-Amzn-SageMaker-Target-Model"] = target_model
+            # UTF-8 bytes: a TargetModel may hold any printable character, which latin-1 cannot carry.
+            headers["X-Amzn-SageMaker-Target-Model"] = target_model.encode("utf-8")
         if content_type:
             headers["Content-Type"] = content_type
         if accept:

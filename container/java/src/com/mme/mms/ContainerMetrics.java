@@ -105,7 +105,21 @@ final class ContainerMetrics {
     }
 
     private static Pending invoke(HttpRequest req, String name) {
-        return new Pending(Kind.INVOKE, name, req.headers().get(TARGET_HEADER));
+        return new Pending(Kind.INVOKE, name, utf8(req.headers().get(TARGET_HEADER)));
+    }
+
+    /** Netty reads header bytes as ISO-8859-1; SageMaker's TargetModel is UTF-8 (any printable character). */
+    static String utf8(String header) {
+        if (header == null) {
+            return null;
+        }
+        byte[] raw = header.getBytes(java.nio.charset.StandardCharsets.ISO_8859_1);
+        java.nio.charset.CharsetDecoder strict = java.nio.charset.StandardCharsets.UTF_8.newDecoder();
+        try {
+            return strict.decode(java.nio.ByteBuffer.wrap(raw)).toString();
+        } catch (java.nio.charset.CharacterCodingException e) {
+            return header; // not UTF-8: keep what was sent
+        }
     }
 
     /** The model_name of a load: MMS takes it from the query or the JSON body. */
