@@ -21,6 +21,10 @@ from tests.deploy.conftest import ACCOUNT, IMAGE, MME_DEPLOY, PREFIX, REGION, RO
 OWNER = "mme-deploy:endpoint"
 
 
+# The scaled deploy of "seg" that several tests make and then repeat or change.
+SEG_SCALED = ("seg", "--instance-type", "ml.c5.xlarge", "--instance-count", "2", "--min-instances", "2",
+              "--max-instances", "6")
+
 def parse_plan(stdout: str) -> list[tuple[str, str, dict]]:
     steps = []
     for line in stdout.strip().splitlines():
@@ -75,15 +79,7 @@ def test_deploy_makes_what_was_asked(aws: dict) -> None:
         [
             MME_DEPLOY,
             *deploy_args(
-                "seg",
-                "--instance-type",
-                "ml.c5.xlarge",
-                "--instance-count",
-                "2",
-                "--min-instances",
-                "2",
-                "--max-instances",
-                "6",
+                *SEG_SCALED,
                 "--target-invocations",
                 "120",
                 "--scale-in-cooldown",
@@ -168,15 +164,7 @@ def test_deploy_makes_what_was_asked(aws: dict) -> None:
     # Idempotent: the same deploy again creates nothing new.
     again = run(
         *deploy_args(
-            "seg",
-            "--instance-type",
-            "ml.c5.xlarge",
-            "--instance-count",
-            "2",
-            "--min-instances",
-            "2",
-            "--max-instances",
-            "6",
+            *SEG_SCALED,
             "--env",
             "MME_MEMORY_BUDGET=6GiB",
             "--dry-run",
