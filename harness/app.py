@@ -50,6 +50,22 @@ class HarnessConfig:
     container_start_timeout: float = 180.0
 
 
+def make_runtime(
+    cfg: HarnessConfig, models_dir: Path, work_dir: Path, env: dict[str, str] | None = None
+) -> ContainerRuntime:
+    """The container runtime `cfg` asks for; `env`: extra variables for the container (not `external`)."""
+    if cfg.runtime == "docker":
+        assert cfg.image is not None
+        return DockerRuntime(
+            cfg.image, models_dir, cli=cfg.container_cli, container_port=cfg.container_port,
+            log_dir=work_dir, env=env,
+        )
+    if cfg.runtime == "external":
+        assert cfg.container_url is not None
+        return ExternalRuntime(cfg.container_url)
+    return ProcessRuntime(serve_cmd=cfg.serve_cmd, work_dir=work_dir / "container", env=env)
+
+
 class Harness:
     """Start with start() (or `with Harness(cfg) as h:`); `url` is then the runtime API's base URL."""
 
@@ -70,7 +86,7 @@ class Harness:
         self.models_dir.chmod(0o755)  # mounted into the image, read there by a non-root user
         self.metrics = HarnessMetrics()
         self.artifacts = ArtifactCache(self.store, self.work_dir / "artifacts", config.artifact_cache_bytes)
-        self.runtime = self._make_runtime()
+        self.runtime = make_runtime(config, self.models_dir, self.work_dir)
         self.client: MMEClient | None = None
         self.manager: ModelManager | None = None
         self.server: RuntimeApiServer | None = None
@@ -79,22 +95,6 @@ class Harness:
         self._watchdog: threading.Thread | None = None
         self.restarts = 0
         self.failed = threading.Event()  # set when the container died and could not be restarted
-
-    def _make_runtime(self) -> ContainerRuntime:
-        cfg = self.config
-        if cfg.runtime == "docker":
-            assert cfg.image is not None
-            return DockerRuntime(
-                cfg.image,
-                self.models_dir,
-                cli=cfg.container_cli,
-                container_port=cfg.container_port,
-                log_dir=self.work_dir,
-            )
-        if cfg.runtime == "external":
-            assert cfg.container_url is not None
-            return ExternalRuntime(cfg.container_url)
-        return ProcessRuntime(serve_cmd=cfg.serve_cmd, work_dir=self.work_dir / "container")
 
     @property
     def url(self) -> str:
@@ -155,6 +155,9 @@ class Harness:
                 self.failed.set()
                 return
             log.warning("the container is back on %s", self.client.base_url)
+
+    def describe_container(self) -> str:
+        return self.runtime.describe()
 
     def stop(self) -> None:
         self._stopping.set()

@@ -15,21 +15,28 @@ from typing import TYPE_CHECKING
 
 import click
 
-from sklearn_mme.harness.cli_options import HarnessOptions, fail, harness_options
+from sklearn_mme.harness.cli_options import HarnessOptions, fail, harness_options, instances_options
 from sklearn_mme.harness.cli_store import add, list_cmd, package_cmd, remove
 from sklearn_mme.harness.units import format_size
 
 if TYPE_CHECKING:
     from sklearn_mme.harness.app import Harness, HarnessConfig
+    from sklearn_mme.harness.endpoint import Endpoint
 
 
-def _start(config: HarnessConfig) -> Harness:
+def _start(config: HarnessConfig, instances: int = 1, hot_rate: float | None = None) -> Harness | Endpoint:
+    """One instance as `Harness`, several as `Endpoint` (harness/endpoint.py), started."""
     from sklearn_mme.harness.app import Harness
     from sklearn_mme.harness.container import RuntimeStartError
+    from sklearn_mme.harness.endpoint import DEFAULT_HOT_RATE, Endpoint
     from sklearn_mme.harness.store import StoreError
 
+    harness: Harness | Endpoint
     try:
-        harness = Harness(config)
+        if instances == 1:
+            harness = Harness(config)
+        else:
+            harness = Endpoint(config, instances, hot_rate or DEFAULT_HOT_RATE)
     except (ValueError, StoreError) as err:
         fail(str(err))
     try:
@@ -60,13 +67,15 @@ def main(verbose: int) -> None:
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--endpoint-name", default=None, help="Answer only this EndpointName (default: any).")
-def serve(harness: HarnessOptions, port: int, host: str, endpoint_name: str | None) -> None:
-    """Serve the SageMaker runtime API in front of the container until Ctrl-C / SIGTERM."""
-    running = _start(harness.config(port, host, endpoint_name))
+@instances_options
+def serve(harness: HarnessOptions, port: int, host: str, endpoint_name: str | None, instances: int,
+          hot_rate: float) -> None:
+    """Serve the SageMaker runtime API in front of the container(s) until Ctrl-C / SIGTERM."""
+    running = _start(harness.config(port, host, endpoint_name), instances, hot_rate)
     _serve_until_stopped(running)
 
 
-def _serve_until_stopped(harness: Harness) -> None:
+def _serve_until_stopped(harness: Harness | Endpoint) -> None:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
@@ -77,7 +86,7 @@ def _serve_until_stopped(harness: Harness) -> None:
         limits.append(f"memory budget {format_size(harness.config.memory_budget)}")
     click.echo(
         f"mme-local: serving {harness.store.uri} on {harness.url} "
-        f"({', '.join(limits) or 'no model limit'}); container: {harness.runtime.describe()}"
+        f"({', '.join(limits) or 'no model limit'}); container: {harness.describe_container()}"
     )
     click.echo(
         f"mme-local: boto3 client('sagemaker-runtime', endpoint_url='{harness.url}'); metrics at "
@@ -184,7 +193,7 @@ def scenario_cmd(harness: HarnessOptions, script: Path, endpoint_url: str | None
     if endpoint_url is None:
         running = _start(harness.config(free_port()))
         endpoint_url = running.url
-        click.echo(f"harness on {endpoint_url} ({running.runtime.describe()})", err=True)
+        click.echo(f"harness on {endpoint_url} ({running.describe_container()})", err=True)
     try:
         report = scenario.run(endpoint_url, plan, concurrency=concurrency, progress=True)
     finally:

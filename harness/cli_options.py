@@ -182,3 +182,22 @@ def harness_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(_HARNESS_OPTIONS):
         decorated = option(decorated)
     return decorated
+
+
+def instances_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--instances and --hot-rate: an endpoint of several instances (harness/endpoint.py, routing.py)."""
+    command = click.option(
+        "--hot-rate",
+        type=click.FloatRange(min=0.1),
+        default=20.0,
+        show_default=True,
+        help="Requests per second per instance holding a model above which its requests spread to "
+        "another instance (SageMaker does not publish its own figure).",
+    )(command)
+    return click.option(
+        "--instances",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        help="Instances of the endpoint, each with its own container, limits and LRU.",
+    )(command)

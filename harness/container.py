@@ -226,8 +226,10 @@ class DockerRuntime(_Subprocess):
         container_port: int = 8080,
         name: str | None = None,
         log_dir: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.image = image
+        self.extra_env = dict(env or {})
         self.models_dir = Path(models_dir).resolve()
         self.cli = find_container_cli(cli)
         self.port = port or free_port()
@@ -251,6 +253,7 @@ class DockerRuntime(_Subprocess):
             "SAGEMAKER_MULTI_MODEL=true",
             "-e",
             f"SAGEMAKER_BIND_TO_PORT={self.container_port}",
+            *(arg for k, v in sorted(self.extra_env.items()) for arg in ("-e", f"{k}={v}")),
             "--init",
             self.image,
             "serve",

@@ -47,6 +47,7 @@ class InvokeResult:
     hit: bool
     wait_seconds: float
     model_seconds: float
+    instance: int | None = None  # which instance answered, on a multi-instance endpoint (endpoint.py)
 
 
 @dataclass
@@ -244,6 +245,14 @@ class ModelManager:
     def loaded(self) -> list[dict]:
         """Models the harness holds, least recently used first."""
         return self.registry.snapshot()
+
+    def state(self) -> dict:
+        """What `/mme-local/models` shows: the container, the models held, the per-model counts."""
+        return {
+            "container": self.client.base_url,
+            "loaded": self.loaded(),
+            "stats": {k: vars(v) for k, v in self.stats().items()},
+        }
 
     def stats(self) -> dict[str, ModelStats]:
         return self.accounting.snapshot()

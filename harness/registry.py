@@ -174,6 +174,17 @@ class ModelRegistry:
         with self._cond:
             return [m for m in self._models.values() if m.state != LOADING]
 
+    def state(self, key: str) -> str | None:
+        """`key`'s state (loading, loaded, unloading), None when it is not here."""
+        with self._cond:
+            model = self._models.get(key)
+            return None if model is None else model.state
+
+    def count(self) -> int:
+        """Models held, loading or unloading."""
+        with self._cond:
+            return len(self._models)
+
     def snapshot(self) -> list[dict]:
         """Every model, least recently used first."""
         with self._cond:

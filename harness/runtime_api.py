@@ -122,13 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/metrics":
             self._send(200, self.server.metrics.exposition(), METRICS_CONTENT_TYPE)
         elif path == "/mme-local/models":
-            manager = self.manager
-            body = {
-                "container": manager.client.base_url,
-                "loaded": manager.loaded(),
-                "stats": {k: vars(v) for k, v in manager.stats().items()},
-            }
-            self._send(200, json.dumps(body).encode(), "application/json")
+            self._send(200, json.dumps(self.manager.state()).encode(), "application/json")
         else:
             self._send_error(UnknownOperation(f"no such route: GET {path}"))
 
@@ -262,6 +256,8 @@ class _Handler(BaseHTTPRequestHandler):
             "X-Mme-Load-Wait-Ms": f"{result.wait_seconds * 1000:.1f}",
             "X-Mme-Model-Latency-Ms": f"{result.model_seconds * 1000:.1f}",
         }
+        if result.instance is not None:
+            headers["X-Mme-Instance"] = str(result.instance)
         returned_custom = answer.headers.get("x-amzn-sagemaker-custom-attributes")
         if returned_custom is not None:
             headers["X-Amzn-SageMaker-Custom-Attributes"] = returned_custom
