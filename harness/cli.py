@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from sklearn_mme.harness.cli_options import HarnessOptions, fail, harness_options, instances_options
+from sklearn_mme.harness.cli_replay import replay_cmd, size_cmd, trace_cmd
 from sklearn_mme.harness.cli_store import add, list_cmd, package_cmd, remove
 from sklearn_mme.harness.units import format_size
 
@@ -226,5 +227,5 @@ def demo(max_models: int, rounds: int) -> None:
     sys.exit(0 if ok else 1)
 
 
-for _command in (package_cmd, add, remove, list_cmd):
+for _command in (package_cmd, add, remove, list_cmd, trace_cmd, replay_cmd, size_cmd):
     main.add_command(_command)
