@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sklearn_mme.harness.replay_report import ReplayReport
+from sklearn_mme.harness.units import format_size
 
 # vCPUs and memory: Amazon EC2's instance type pages (aws.amazon.com/ec2/instance-types/; SageMaker's ml.*
 # types are the same machines). Prices: SageMaker real-time inference, on demand, us-east-1, USD per hour,
@@ -164,7 +165,7 @@ def report(inputs: dict[str, str], trials: list[Trial], chosen: Trial | None) ->
         p99 = "-" if t.p99_ms is None else f"{t.p99_ms:.0f}"
         lines.append(
             f"  {t.candidate.label:<22} {t.candidate.usd_per_hour:>7.3f} "
-            f"{t.budget_bytes / 1024**3:>7.2f} GiB "
+            f"{format_size(t.budget_bytes):>11} "
             f"{rate:>6} {p99:>7} {t.errors:>6} {t.evictions:>7} {t.no_room:>5}  {t.why}"
         )
     lines.append("")
