@@ -20,7 +20,7 @@ from pathlib import Path
 from sklearn_mme.harness.app import HarnessConfig, make_runtime
 from sklearn_mme.harness.artifacts import ArtifactCache
 from sklearn_mme.harness.endpoint_metrics import EndpointMetrics, InstanceSeries
-from sklearn_mme.harness.errors import InternalFailure, ValidationError
+from sklearn_mme.harness.errors import InternalFailure, RuntimeApiError, ValidationError
 from sklearn_mme.harness.manager import InvokeResult, ManagerConfig, ModelManager
 from sklearn_mme.harness.metrics import HarnessMetrics
 from sklearn_mme.harness.mme_client import MMEClient
@@ -153,14 +153,16 @@ class Endpoint:
             assert instance.manager is not None
             try:
                 result = instance.manager.invoke(key, body, content_type, accept, custom_attributes)
-            except InternalFailure:
-                if instance.runtime.alive():
-                    raise
-                # Its container died under the request: out of routing, the request goes elsewhere.
-                log.warning("instance %d died under a request for %s; routing elsewhere", instance.index, key)
-                instance.in_service = False
-                tried.add(instance.index)
-                continue
+            except RuntimeApiError as err:
+                if isinstance(err, InternalFailure) and not instance.runtime.alive():
+                    # Its container died under the request: out of routing, the request goes elsewhere.
+                    log.warning("instance %d died under a request for %s; routing elsewhere",
+                                instance.index, key)
+                    instance.in_service = False
+                    tried.add(instance.index)
+                    continue
+                err.instance = instance.index
+                raise
             finally:
                 with self._lock:
                     instance.inflight -= 1

@@ -21,6 +21,7 @@ class RuntimeApiError(Exception):
     status = 500
     error_type: str | None = "InternalFailure"
     namespace = _SERVICE_NS
+    instance: int | None = None  # the instance that answered, on a multi-instance endpoint (endpoint.py)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -37,9 +38,10 @@ class RuntimeApiError(Exception):
         return {"message": self.message}
 
     def headers(self) -> dict[str, str]:
-        if self.error_type is None:
-            return {}
-        return {"x-amzn-ErrorType": f"{self.error_type}:{self.namespace}"}
+        out = {} if self.instance is None else {"X-Mme-Instance": str(self.instance)}
+        if self.error_type is not None:
+            out["x-amzn-ErrorType"] = f"{self.error_type}:{self.namespace}"
+        return out
 
     def encode(self) -> bytes:
         return json.dumps(self.body()).encode()

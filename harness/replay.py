@@ -76,8 +76,10 @@ def _send(client: Any, endpoint_name: str, req: TraceRequest, body: bytes, conte
         seconds = time.perf_counter() - t0
         error = err.response.get("Error", {})
         original = err.response.get("OriginalStatusCode")
-        return Sent(req.at, req.model, int(err.response["ResponseMetadata"]["HTTPStatusCode"]), seconds,
-                    lag=lag, original_status=int(original) if original is not None else None,
+        meta = err.response["ResponseMetadata"]
+        return Sent(req.at, req.model, int(meta["HTTPStatusCode"]), seconds,
+                    meta.get("HTTPHeaders", {}).get("x-mme-instance", ""), lag=lag,
+                    original_status=int(original) if original is not None else None,
                     error=f"{error.get('Code')}: {error.get('Message')}")
     except BotoCoreError as err:
         return Sent(req.at, req.model, 0, time.perf_counter() - t0, lag=lag, error=str(err))

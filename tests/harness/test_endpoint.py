@@ -72,6 +72,16 @@ def test_a_models_requests_stay_on_the_instance_that_has_it(endpoint: Endpoint) 
     assert sample_sum(samples, "mme_container_loaded_models", instance="all") == 6
 
 
+def test_an_error_answer_names_its_instance_and_loses_nothing(endpoint: Endpoint) -> None:
+    where = holders(endpoint, 0)
+    resp = requests.post(f"{endpoint.url}/endpoints/local/invocations", data=b"not,four,numbers",
+                         headers={"X-Amzn-SageMaker-Target-Model": key(0), "Content-Type": "text/csv"},
+                         timeout=30)
+    assert resp.status_code == 424 and resp.json()["OriginalStatusCode"] == 400
+    assert {int(resp.headers["X-Mme-Instance"])} == where
+    assert holders(endpoint, 0) == where
+
+
 def test_a_hot_model_is_loaded_on_more_than_one_instance(endpoint: Endpoint) -> None:
     hot = 6
     assert holders(endpoint, hot) == set()
