@@ -58,6 +58,28 @@ def wait_for_ping(base_url: str, proc: subprocess.Popen | None, log_path: Path, 
         raise RuntimeStartError(f"container {exc}{status}; log tail:\n{_tail(log_path)}") from None
 
 
+def session_pids(sid: int) -> list[int]:
+    """The processes of session `sid` (Linux /proc; empty elsewhere): what a server started with
+    start_new_session=True left running, whatever process group it is in."""
+    pids = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()  # after "pid (comm) ": state ppid pgrp session ...
+        if len(fields) > 3 and int(fields[3]) == sid:
+            pids.append(int(name))
+    return pids
+
+
 class _Subprocess:
     """Shared start/stop of a foreground server process in its own process group."""
 
@@ -91,11 +113,18 @@ class _Subprocess:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 pass
-        # Anything still in the group (the process itself or orphans it left) is ours to end.
+        # Anything still in the group (the process itself or orphans it left) is ours to end, and so is
+        # anything else in its session: MMS's Java front runs its per-model launchers in a group of its own,
+        # which outlive a server that was killed (a crash the watchdog then replaces).
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        for pid in session_pids(proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         try:
             proc.wait(5)
         except subprocess.TimeoutExpired:

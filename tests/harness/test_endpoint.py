@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from sklearn_mme.harness.container import session_pids
 from sklearn_mme.harness.endpoint import Endpoint
 from sklearn_mme.harness.metrics import parse_exposition, sample_sum
 from tests.harness.endpoint_support import BODY, answer_of, key, numbered_store, running_endpoint
@@ -122,8 +123,10 @@ def test_killing_an_instance_sends_its_traffic_to_the_others(endpoint: Endpoint)
         t.start()
     time.sleep(0.5)
     proc = endpoint.instances[victim].runtime.proc  # type: ignore[attr-defined]
+    old_session = session_pids(proc.pid)
+    assert len(old_session) > 3  # serve, the zygote, MMS's Java front, the models' launchers and workers
     killed_at = len(outcomes)
-    os.killpg(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # a crash: serve and its zygote at once (MMS's Java follows)
     time.sleep(2.0)
     stop.set()
     for t in threads:
@@ -136,3 +139,12 @@ def test_killing_an_instance_sends_its_traffic_to_the_others(endpoint: Endpoint)
     # The models the victim held are now loaded elsewhere.
     for i in on_victim:
         assert holders(endpoint, i) - {victim}
+    # The instance is replaced, as SageMaker replaces a failed one: a new, empty container, and nothing of
+    # the old one left running (its launchers sat in a process group of their own).
+    deadline = time.monotonic() + 90
+    instance = endpoint.instances[victim]
+    while not (instance.live() and instance.runtime.proc is not proc):  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the dead instance was not replaced"
+        time.sleep(0.2)
+    assert session_pids(proc.pid) == []
+    assert instance.manager is not None and instance.manager.registry.count() == 0
