@@ -64,8 +64,10 @@ def request_stages(server: Ours, models: Sequence[BenchModel], count: int, stage
     for c0, c1 in client:
         while j < len(worker) and worker[j][0] < c0:
             j += 1
-        if j == len(worker) or worker[j][-1] > c1:
-            continue  # no worker line inside this request's window (cannot happen unless lines were lost)
+        # Matched by when the worker got it. Not by "sent": a worker can lose the CPU right after its
+        # write, so the client may have the answer first (that request's last span is then negative).
+        if j == len(worker) or worker[j][0] > c1:
+            continue  # no worker line inside this request's window (lines lost)
         marks = dict(zip(("readable", "decoded", "handle_in", "handle_out", "sent"), worker[j], strict=True))
         marks.update(c0=c0, c1=c1)
         for label, start, end in ROWS:
