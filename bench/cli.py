@@ -22,6 +22,7 @@ from bench.big import run_big
 from bench.chart import PssCurve, median_curve, write_chart
 from bench.client import BenchError, Http, load_all, note, throughput, unload_all, verify_all, warm_latency
 from bench.interleave import TIMING_KEYS, interleaved_timing
+from bench.latency import run_latency
 from bench.models import BenchModel, make_models
 from bench.procmem import ROLES, role_delta_per_model
 from bench.report import MB, ms
@@ -53,6 +54,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="instead: load M models into ours only; report total PSS and load times")
     p.add_argument("--big", action="store_true",
                    help="instead: one big model (60-tree forest) at 1, 2, 4 workers; PSS and warm p50")
+    p.add_argument("--latency", action="store_true",
+                   help="instead: the warm path (issue 19): ours' per-stage breakdown, then latency and "
+                        "throughput (8/32 clients, all models and one hot model) beside the peers")
     p.add_argument("--scale-timeout", type=float, default=900.0, help="time budget of the scale loads (s)")
     p.add_argument("--scale-max-gb", type=float, default=12.0,
                    help="stop the scale loads once the container's PSS passes this (GB)")
@@ -304,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.big:
             text, result = run_big(args, workdir)
+        elif args.latency:
+            text, result = run_latency(args, workdir)
         else:
             text, result = run_scale(args, workdir) if args.scale else run_compare(args, workdir)
         failed = False

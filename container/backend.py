@@ -21,11 +21,15 @@ import sys
 
 from mms.arg_parser import ArgParser
 from mms.model_service_worker import MXNetModelServiceWorker
-from mms.protocol.otf_message_handler import create_load_model_response, retrieve_msg
+from mms.protocol.otf_message_handler import create_load_model_response
 from mms.service import emit_metrics
 
+from sklearn_mme.container import stage_clock
+from sklearn_mme.container.mms_frames import FrameReader
+from sklearn_mme.container.mms_predict import predict
 from sklearn_mme.container.model_forks import ForkServer
 from sklearn_mme.container.procutil import die_with_parent
+from sklearn_mme.container.settings import Wiring
 from sklearn_mme.container.worker_state import WorkerState
 from sklearn_mme.handler.errors import InferenceError
 
@@ -116,9 +120,12 @@ class Backend(MXNetModelServiceWorker):
         poller.register(cl_socket, select.POLLIN)
         if self.forker is not None:
             poller.register(self.forker.fileno(), select.POLLIN)
+        reader = FrameReader(cl_socket)
+        clock = stage_clock.from_path(Wiring.from_env().stage_log)
         while True:
             # Draining: leave once MMS has sent nothing for a moment (it may hold a request in its queue).
-            ready = poller.poll((DRAIN_IDLE_S if self.draining else 0.5) * 1000)
+            ready = [(cl_socket.fileno(), select.POLLIN)] if reader.pending() else \
+                poller.poll((DRAIN_IDLE_S if self.draining else 0.5) * 1000)
             if not ready:
                 if self.draining:
                     return
@@ -130,14 +137,23 @@ class Backend(MXNetModelServiceWorker):
                     self.forker = None
                 if not any(fd == cl_socket.fileno() for fd, _ in ready):
                     continue
-            self._answer(cl_socket, *retrieve_msg(cl_socket))
+            if clock is not None:
+                clock.mark(stage_clock.READABLE)
+            cmd, msg = reader.read()
+            if clock is not None:
+                clock.mark(stage_clock.DECODED)
+            self._answer(cl_socket, cmd, msg, clock if cmd == b"I" else None)
 
-    def _answer(self, cl_socket: socket.socket, cmd: bytes, msg: dict) -> None:
+    def _answer(self, cl_socket: socket.socket, cmd: bytes, msg: dict | list,
+                clock: stage_clock.StageClock | None = None) -> None:
         """One MMS message: a request ("I") or the model's load ("L")."""
         if cmd == b"I":
             if self.shared is not None:
                 self.shared.busy(True)
-            cl_socket.sendall(self.service.predict(msg))
+            cl_socket.sendall(predict(self.service, msg, clock))
+            if clock is not None:
+                clock.mark(stage_clock.SENT)
+                clock.flush()
             if self.shared is not None:
                 self.shared.busy(False)
         elif cmd == b"L":

@@ -64,6 +64,7 @@ class Server:
             emf_interval_s=self.s.emf_interval_s,
             emf_namespace=self.s.emf_namespace,
             emf_dimensions=",".join(f"{k}={v}" for k, v in self.s.emf_dimensions or ()) or None,
+            stage_log=self.s.stage_log,
         ).to_env())
         env.setdefault("OMP_NUM_THREADS", "1")
         env.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -114,6 +114,12 @@ def _java_opts(text: str) -> tuple[str, ...]:
         raise ValueError(f"cannot be split into options ({exc})") from None
 
 
+def _stage_log(text: str) -> str:
+    if not os.path.isabs(text) or not os.path.isdir(os.path.dirname(text)):
+        raise ValueError("is not an absolute path in an existing directory")
+    return text
+
+
 _EMF_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-/#:]{1,255}$")
 _EMF_DIM_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
 
@@ -193,6 +199,9 @@ EMF_NAMESPACE = EnvVar("MME_EMF_NAMESPACE", _emf_namespace, "sklearn-mme",
 EMF_DIMENSIONS = EnvVar("MME_EMF_DIMENSIONS", _emf_dimensions, "",
                         "fixed dimensions added beside `Model` to every EMF line, `Name=value,...` "
                         "(e.g. `EndpointName=my-endpoint`)")
+STAGE_LOG = EnvVar("MME_STAGE_LOG", _stage_log, "",
+                   "append one line of stage timestamps per invoke to this file, for `python -m bench "
+                   "--latency`'s breakdown. Unset: off")
 PYTHON = EnvVar("MME_PYTHON", _executable, "",
                 "the Python `container/serve` runs (checked by the script itself)", "`.venv`, else python3")
 
@@ -202,7 +211,7 @@ VARIABLES: tuple[EnvVar, ...] = (
     handler_settings.DEFAULT_CONTENT, STARTUP, BACKEND, LAUNCHER, LAUNCHER_BIN, MEMORY_BUDGET, MEMORY_RESERVE,
     WORKER_LIMIT, handler_settings.SKOPS_TRUSTED, handler_settings.PROGRAM,
     handler_settings.VERSION_SKEW, HANDLER, JAVA_OPTS, LOG_LEVEL, ACCESS_LOG_LEVEL, METRICS_MAX_MODELS,
-    IDLE_CONNECTION_TIMEOUT, EMF_INTERVAL, EMF_NAMESPACE, EMF_DIMENSIONS, PYTHON,
+    IDLE_CONNECTION_TIMEOUT, EMF_INTERVAL, EMF_NAMESPACE, EMF_DIMENSIONS, STAGE_LOG, PYTHON,
 )
 
 
@@ -225,6 +234,7 @@ class ServeSettings:
     emf_interval_s: int | None
     emf_namespace: str
     emf_dimensions: tuple[tuple[str, str], ...] | None
+    stage_log: str | None
     handler_settings: handler_settings.Settings  # checked here, read again by each worker
 
     @property
@@ -260,6 +270,7 @@ class ServeSettings:
             emf_interval_s=EMF_INTERVAL.read(env),
             emf_namespace=EMF_NAMESPACE.read(env),
             emf_dimensions=EMF_DIMENSIONS.read(env),
+            stage_log=STAGE_LOG.read(env),
             handler_settings=handler_settings.Settings.from_env(env),
         )
 
@@ -283,6 +294,7 @@ class Wiring:
     emf_interval_s: int | None = None
     emf_namespace: str | None = None
     emf_dimensions: str | None = None  # Name=value,...
+    stage_log: str | None = None  # container/stage_clock.py
 
     @staticmethod
     def env_name(field_name: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import functools
 from dataclasses import dataclass, field
 
 from sklearn_mme.handler.errors import BadRequest, NotAcceptable, UnsupportedMediaType
@@ -113,7 +114,21 @@ def _parse_accept(accept: str) -> list[_Range]:
     return ranges
 
 
+# Clients send the same few Accept values again and again; remembering the answer for short ones
+# (at most 64 of at most 128 characters: a few KB) saves parsing them on every request.
+_CACHED_ACCEPT_CHARS = 128
+
+
 def negotiate(accept: str | None, default: str, supported: tuple[str, ...] = SUPPORTED_ACCEPT) -> str:
+    """Choose the response type for an Accept header (see _negotiate)."""
+    if accept is None or not accept.strip():
+        return default
+    if len(accept) <= _CACHED_ACCEPT_CHARS:
+        return _negotiate_cached(accept, default, supported)
+    return _negotiate(accept, default, supported)
+
+
+def _negotiate(accept: str, default: str, supported: tuple[str, ...]) -> str:
     """Choose the response type for an Accept header.
 
     Missing/empty Accept or `*/*` gives `default`. Otherwise each supported type gets the q of the most
@@ -140,3 +155,6 @@ def negotiate(accept: str | None, default: str, supported: tuple[str, ...] = SUP
     if best is None:
         raise NotAcceptable(f"cannot produce {accept.strip()!r}; supported: {', '.join(supported)}")
     return best[1]
+
+
+_negotiate_cached = functools.lru_cache(maxsize=64)(_negotiate)  # a 406 raises, and is not remembered

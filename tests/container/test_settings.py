@@ -46,6 +46,7 @@ MALFORMED = {
     "MME_EMF_INTERVAL_SECONDS": "1m",
     "MME_EMF_NAMESPACE": "has spaces",
     "MME_EMF_DIMENSIONS": "EndpointName",
+    "MME_STAGE_LOG": "stages.log",
     "MME_PYTHON": "/nonexistent/python3",
 }
 

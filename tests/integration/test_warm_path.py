@@ -1,0 +1,42 @@
+"""The warm path through real MMS (issue 19): no log line per request, and the stage log the bench's
+breakdown reads (MME_STAGE_LOG), one line per invoke from the worker that answered it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import running_serve
+
+INVOKES = 20
+
+
+@pytest.mark.parametrize("backend", ["zygote", "vanilla"])
+def test_invokes_log_nothing_per_request_and_stage_lines_line_up(backend: str, model_root: Path,
+                                                                  tmp_path: Path) -> None:
+    stage_log = tmp_path / "stages.log"
+    with running_serve(tmp_path, MME_BACKEND=backend, MME_STAGE_LOG=str(stage_log),
+                       MME_LOG_LEVEL="info") as serve:
+        assert serve.load("iris", model_root / "iris_logreg").status_code == 200
+        pid = serve.model_pids()["iris"]
+        lines_before = len(serve.log().splitlines())
+        spans = []
+        for _ in range(INVOKES):
+            t0 = time.perf_counter_ns()
+            answer = serve.invoke("iris", "5.1,3.5,1.4,0.2")
+            spans.append((t0, time.perf_counter_ns()))
+            assert answer.status_code == 200 and answer.json()["predictions"] == [0]
+        stages = [[int(v) for v in line.split()] for line in stage_log.read_text().splitlines()]
+        time.sleep(0.5)  # MMS logs asynchronously: give a per-request line time to appear
+        added = serve.log().splitlines()[lines_before:]
+    # Before: "Backend response time: N" at info from MMS's worker thread, one line per request.
+    assert not [line for line in added if "Backend response time" in line], added[:3]
+    assert len(added) < INVOKES // 2, added[:5]
+    assert len(stages) == INVOKES
+    for (t0, t1), (worker, *marks) in zip(spans, stages, strict=True):
+        assert worker == pid
+        # "sent" may follow the client's read: the worker can lose the CPU right after its write.
+        assert t0 < marks[0] <= marks[1] <= marks[2] <= marks[3] <= marks[4]  # same clock as ours
+        assert marks[3] < t1
