@@ -5,7 +5,8 @@ MMS's worker class and codec, and change three things: a model that fails to loa
 its status (400 bad artifact, 507 no room, 500 otherwise) and its reason, which our MMS plugin puts
 in the answer after unregistering the model;
 on SIGTERM a worker finishes what it was sent and then exits (so a stopping container completes
-in-flight requests); and every process we create dies with its parent, leaving no orphans.
+in-flight requests); and no process we create outlives its model (a zygote's worker follows the
+model's launcher and ends what the model's code started; MMS's own workers die with their parent).
 With the zygote, `serve_connection` runs in a worker forked per connection; with MME_BACKEND=vanilla,
 `main` is MMS's whole backend server in a fresh interpreter.
 """
@@ -60,12 +61,15 @@ class Backend(MXNetModelServiceWorker):
     draining = False
     shared: WorkerState | None = None  # set in a zygote's worker: see container/worker_state.py
     forker: ForkServer | None = None  # set in a model's loader: see container/model_forks.py
+    # A zygote's worker follows its launcher (worker_process.follow), not its parent: it outlives a zygote.
+    follows_launcher = False
 
     def start_worker(self, cl_socket: socket.socket) -> None:
         """MMS's start_worker, tolerating a worker that never created MMS's stdout/stderr FIFOs (a
         replacement after an OOM kill), and signalling the end with shutdown(): the zygote holds a
         copy of the connection, so closing ours alone would not tell MMS."""
-        die_with_parent()
+        if not self.follows_launcher:  # MMS's own backend server forked us: die with it
+            die_with_parent()
         self.sock.close()
         try:
             self.handle_connection(cl_socket)
@@ -171,6 +175,7 @@ def serve_connection(client: socket.socket, args, shared: WorkerState | None = N
     worker = Backend("tcp", None, "127.0.0.1", "0", model_req, False, args.tmp_dir)
     worker.shared = shared
     worker.forker = forker
+    worker.follows_launcher = True
     if reload is not None and not worker.reload(reload):
         client.shutdown(socket.SHUT_RDWR)  # MMS sees the worker die and starts another the usual way
         return 1
