@@ -25,6 +25,7 @@ from mms.model_service_worker import MXNetModelServiceWorker
 from mms.protocol.otf_message_handler import create_load_model_response, retrieve_msg
 from mms.service import emit_metrics
 
+from sklearn_mme.container import worker_output
 from sklearn_mme.container.model_forks import ForkServer
 from sklearn_mme.container.procutil import die_with_parent
 from sklearn_mme.container.worker_state import WorkerState
@@ -107,6 +108,22 @@ class Backend(MXNetModelServiceWorker):
         if self.forker is not None:
             self.forker.loaded()
         return True
+
+    def _remap_io(self) -> None:
+        """MMS's worker dup2s its stdout/stderr FIFOs onto fds 1 and 2; a zygote's worker keeps its drained
+        pipes (container/worker_output.py) and sends them there instead."""
+        if not self.follows_launcher:
+            super()._remap_io()
+            return
+        if not (self.out and self.err):
+            return
+        output = worker_output.current()
+        if output is not None:
+            output.retarget((self.out, self.err))
+            return
+        # A sibling forked from the model's loader: an output of its own, straight into its FIFOs.
+        with open(self.out, "wb", buffering=0) as out, open(self.err, "wb", buffering=0) as err:
+            worker_output.start(out.fileno(), err.fileno())
 
     def _drain(self, *_: object) -> None:
         self.draining = True

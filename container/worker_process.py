@@ -17,6 +17,7 @@ from argparse import Namespace
 from collections.abc import Callable
 from typing import NoReturn
 
+from sklearn_mme.container import worker_output
 from sklearn_mme.container.launcher_wire import close_fds
 from sklearn_mme.container.procutil import become_subreaper, end_descendants
 from sklearn_mme.container.settings import Wiring
@@ -33,8 +34,8 @@ def run(stdio: list[int], request: dict, launcher_pid: int, args: Namespace, cli
     def serve() -> int:
         own_descendants()
         follow(launcher_pid)
-        for target, fd in enumerate(stdio):
-            os.dup2(fd, target)
+        os.dup2(stdio[0], 0)
+        worker_output.start(stdio[1], stdio[2])  # fds 1 and 2: to the launcher's, bounded and decoded
         close_fds([fd for fd in stdio if fd > 2])
         os.chdir(request.get("cwd") or "/")
         os.environ.clear()
@@ -66,6 +67,9 @@ def leave_fork(body: Callable[[], int], what: str) -> NoReturn:
         try:
             sys.stdout.flush()
             sys.stderr.flush()
+            output = worker_output.current()
+            if output is not None:
+                output.drain()
         finally:
             try:
                 end_descendants()
