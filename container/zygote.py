@@ -41,6 +41,7 @@ from sklearn_mme.container.model_forks import EarlyExits, ModelForks
 from sklearn_mme.container.oom import oom_kill_count
 from sklearn_mme.container.procutil import (
     become_subreaper,
+    children,
     die_with_parent,
     end_descendants,
     end_tree,
@@ -380,11 +381,23 @@ class Zygote:
                 except OSError:
                     pass
 
+    def _end_orphans(self, pgid: int) -> None:
+        """A worker killed outright (it ends what its model started only when it exits itself) leaves
+        those processes to us, the next subreaper: end the ones still in its process group, with all
+        below them. Ones that had left the group cannot be told from other orphans (see README)."""
+        for child in children(os.getpid()):
+            try:
+                if child not in self.workers and os.getpgid(child) == pgid:
+                    end_tree(child)
+            except ProcessLookupError:
+                pass
+        kill_group(pgid)
+
     def _worker_ended(self, pid: int, worker: Worker, status: int) -> None:
         """OOM-killed mid-request: answer 507 and carry on with a replacement. Otherwise close our copy
         of the connection, so MMS sees the worker gone, reconnects, and we fork a fresh worker then."""
+        self._end_orphans(pid)
         self._remove_files(pid, worker)
-        kill_group(pid)  # a worker killed outright leaves its model's processes to us: end those in its group
         oom_kills, self.oom_kills = self.oom_kills, oom_kill_count()
         killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
         reload = worker.state.load_message() if worker.state.was_busy() else None

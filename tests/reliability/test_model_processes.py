@@ -9,6 +9,7 @@ child, and a grandchild that double-forked into a session of its own, are ended 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.mms
 ROW = "5.1,3.5,1.4,0.2"
 CODE = """
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -133,3 +135,27 @@ def test_sigterm_of_serve_leaves_no_process(tmp_path: Path, trained: dict) -> No
         assert serve.stop(timeout=30) == 0
         # At serve's exit, nothing it or its models started is left.
         assert _running(tree) == [], [(p, psutil.Process(p).cmdline()) for p in _running(tree)]
+
+
+@pytest.mark.timeout(300)
+def test_worker_killed_outright_takes_its_process_group(tmp_path: Path, trained: dict) -> None:
+    """A SIGKILLed worker cannot end what its model started: the zygote, which adopts those processes,
+    ends the ones in the worker's process group before it lets the worker go (ledger record removed)."""
+    spawner = _spawner(tmp_path / "models", trained, "spawner")
+    with running_serve(tmp_path) as serve:
+        worker = _load_and_invoke(serve, spawner)
+        spawned = _spawned(spawner)
+        group = [pid for pid, kind in spawned.items() if kind == "child"]
+        assert _running(group) == group
+        os.kill(worker, signal.SIGKILL)
+        record = serve.run_dir() / "ledger" / str(worker)
+        deadline = time.monotonic() + 10
+        while record.exists():
+            assert time.monotonic() < deadline, "the zygote did not reap the killed worker"
+            time.sleep(0.01)
+        assert _running(group) == [], group
+        left = _running(set(spawned) - set(group))  # double-forked into their own session: see README
+        print(f"\n[model-processes] worker SIGKILLed: its group ended; {len(left)} setsid daemons left "
+              "until the server stops")
+        resp = serve.invoke("spawner", ROW)  # MMS restarts the worker
+        assert resp.status_code in (200, 500), resp.text
