@@ -5,7 +5,8 @@ MMS's worker class and codec, and change three things: a model that fails to loa
 its status (400 bad artifact, 507 no room, 500 otherwise) and its reason, which our MMS plugin puts
 in the answer after unregistering the model;
 on SIGTERM a worker finishes what it was sent and then exits (so a stopping container completes
-in-flight requests); and every process we create dies with its parent, leaving no orphans.
+in-flight requests); and no process we create outlives its model (a zygote's worker follows the
+model's launcher and ends what the model's code started; MMS's own workers die with their parent).
 With the zygote, `serve_connection` runs in a worker forked per connection; with MME_BACKEND=vanilla,
 `main` is MMS's whole backend server in a fresh interpreter.
 """
@@ -24,7 +25,7 @@ from mms.model_service_worker import MXNetModelServiceWorker
 from mms.protocol.otf_message_handler import create_load_model_response
 from mms.service import emit_metrics
 
-from sklearn_mme.container import stage_clock
+from sklearn_mme.container import stage_clock, worker_output
 from sklearn_mme.container.mms_frames import FrameReader
 from sklearn_mme.container.mms_predict import predict
 from sklearn_mme.container.model_forks import ForkServer
@@ -64,12 +65,15 @@ class Backend(MXNetModelServiceWorker):
     draining = False
     shared: WorkerState | None = None  # set in a zygote's worker: see container/worker_state.py
     forker: ForkServer | None = None  # set in a model's loader: see container/model_forks.py
+    # A zygote's worker follows its launcher (worker_process.follow), not its parent: it outlives a zygote.
+    follows_launcher = False
 
     def start_worker(self, cl_socket: socket.socket) -> None:
         """MMS's start_worker, tolerating a worker that never created MMS's stdout/stderr FIFOs (a
         replacement after an OOM kill), and signalling the end with shutdown(): the zygote holds a
         copy of the connection, so closing ours alone would not tell MMS."""
-        die_with_parent()
+        if not self.follows_launcher:  # MMS's own backend server forked us: die with it
+            die_with_parent()
         self.sock.close()
         try:
             self.handle_connection(cl_socket)
@@ -107,6 +111,22 @@ class Backend(MXNetModelServiceWorker):
         if self.forker is not None:
             self.forker.loaded()
         return True
+
+    def _remap_io(self) -> None:
+        """MMS's worker dup2s its stdout/stderr FIFOs onto fds 1 and 2; a zygote's worker keeps its drained
+        pipes (container/worker_output.py) and sends them there instead."""
+        if not self.follows_launcher:
+            super()._remap_io()
+            return
+        if not (self.out and self.err):
+            return
+        output = worker_output.current()
+        if output is not None:
+            output.retarget((self.out, self.err))
+            return
+        # A sibling forked from the model's loader: an output of its own, straight into its FIFOs.
+        with open(self.out, "wb", buffering=0) as out, open(self.err, "wb", buffering=0) as err:
+            worker_output.start(out.fileno(), err.fileno())
 
     def _drain(self, *_: object) -> None:
         self.draining = True
@@ -187,6 +207,7 @@ def serve_connection(client: socket.socket, args, shared: WorkerState | None = N
     worker = Backend("tcp", None, "127.0.0.1", "0", model_req, False, args.tmp_dir)
     worker.shared = shared
     worker.forker = forker
+    worker.follows_launcher = True
     if reload is not None and not worker.reload(reload):
         client.shutdown(socket.SHUT_RDWR)  # MMS sees the worker die and starts another the usual way
         return 1

@@ -20,11 +20,11 @@ import logging
 import os
 import socket
 import sys
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from sklearn_mme.container.procutil import become_subreaper
 from sklearn_mme.container.worker_state import WorkerState
 
 if TYPE_CHECKING:
@@ -153,6 +153,9 @@ class ForkServer:
         gc.freeze()  # what this worker allocated since serving requests stays shared too
         sys.stdout.flush()
         sys.stderr.flush()
+        # The loader keeps the model code's orphans (worker_process.own_descendants), but the sibling
+        # must be re-parented to the zygote: be no subreaper while the intermediate exits.
+        become_subreaper(False)
         try:
             middle = os.fork()
         except OSError:
@@ -164,6 +167,7 @@ class ForkServer:
         os.close(state_fd)
         if middle > 0:
             os.waitpid(middle, 0)
+        become_subreaper()
         return True
 
     def _middle(self, backend: Backend, own_client: socket.socket, client_fd: int, state_fd: int) -> None:
@@ -175,20 +179,17 @@ class ForkServer:
                 self._say(b"E\n")
                 os._exit(1)
             if pid == 0:
-                self._sibling(backend, own_client, client_fd, state_fd, os.getppid())
+                self._sibling(backend, own_client, client_fd, state_fd)
             self._say(b"P%d\n" % pid)
         finally:
             os._exit(0)
 
-    def _sibling(self, backend: Backend, own_client: socket.socket, client_fd: int, state_fd: int,
-                 middle: int) -> None:
+    def _sibling(self, backend: Backend, own_client: socket.socket, client_fd: int, state_fd: int) -> None:
         """Serve `client_fd` with the model already in this process; never returns."""
-        from sklearn_mme.container.worker_process import follow, leave_fork
+        from sklearn_mme.container.worker_process import follow, leave_fork, own_descendants
 
         def serve() -> int:
-            # Only once re-parented: the parent-death signal must follow the zygote, not the intermediate.
-            while os.getppid() == middle:
-                time.sleep(0.001)
+            own_descendants()
             self.ctl.close()
             own_client.close()  # the loader's connection: closing our copy leaves it open there
             follow(self.launcher_pid)

@@ -7,6 +7,10 @@ side.
 With MME_BACKEND=zygote (default) models are forked from a pre-warmed zygote (see zygote.py);
 MME_BACKEND=vanilla gives each model a fresh interpreter, as stock MMS does, for comparison.
 SIGTERM stops Java, the zygote and every backend: nothing is left behind.
+
+`serve` is a subreaper: workers outlive a zygote that dies (they follow their model's launcher), and come
+here. It reaps them (forgetting their memory-ledger records) and, when it stops, ends every process left
+below it, whatever a model's code started.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import time
 from pathlib import Path
 
 from sklearn_mme.container import mms_front
-from sklearn_mme.container.procutil import die_with_parent, kill_group
+from sklearn_mme.container.ledger import MemoryLedger
+from sklearn_mme.container.procutil import become_subreaper, die_with_parent, end_descendants, kill_group
 from sklearn_mme.container.settings import ServeSettings, SettingsError, Wiring
 
 STOP_GRACE_S = 5.0
@@ -115,8 +120,22 @@ class Server:
                 self.zygote_restarts += 1  # GET /metrics reports it (mme_container_zygote_restarts_total)
                 (self.run / "ledger" / "zygote-restarts").write_text(f"{self.zygote_restarts}\n")
                 self.start_zygote()
+            self.reap_orphans()
             time.sleep(0.2)
         return 0
+
+    def reap_orphans(self) -> None:
+        """Reap adopted processes (a dead zygote's workers), never Java or the zygote (Popen reaps those)."""
+        ours = {p.pid for p in (self.java, self.zygote) if p is not None}
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None or info.si_pid in ours:
+                return
+            os.waitpid(info.si_pid, 0)
+            MemoryLedger(self.run / "ledger").forget(info.si_pid)
 
     def stop(self) -> None:
         """Drain then stop: workers finish the requests MMS already handed them, then MMS goes."""
@@ -138,6 +157,9 @@ class Server:
         if self.java is not None:
             kill_group(self.java.pid, signal.SIGKILL)
             self.java.wait()
+        left = end_descendants()
+        if left:
+            log(f"ended {left} processes left behind (workers of a dead zygote, or what models started)")
         shutil.rmtree(self.run, ignore_errors=True)
 
 
@@ -150,6 +172,7 @@ def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] not in ("serve",):
         print(f"serve: error: unknown command {sys.argv[1]!r} (expected 'serve' or nothing)", file=sys.stderr)
         return 2
+    become_subreaper()
     server = Server(settings)
     signal.signal(signal.SIGTERM, lambda *_: setattr(server, "stopping", True))
     signal.signal(signal.SIGINT, lambda *_: setattr(server, "stopping", True))

@@ -17,7 +17,9 @@ from argparse import Namespace
 from collections.abc import Callable
 from typing import NoReturn
 
+from sklearn_mme.container import worker_output
 from sklearn_mme.container.launcher_wire import close_fds
+from sklearn_mme.container.procutil import become_subreaper, end_descendants
 from sklearn_mme.container.settings import Wiring
 from sklearn_mme.container.worker_state import WorkerState
 
@@ -30,9 +32,10 @@ def run(stdio: list[int], request: dict, launcher_pid: int, args: Namespace, cli
     loader, which forks the model's further workers (container/model_forks.py)."""
 
     def serve() -> int:
+        own_descendants()
         follow(launcher_pid)
-        for target, fd in enumerate(stdio):
-            os.dup2(fd, target)
+        os.dup2(stdio[0], 0)
+        worker_output.start(stdio[1], stdio[2])  # fds 1 and 2: to the launcher's, bounded and decoded
         close_fds([fd for fd in stdio if fd > 2])
         os.chdir(request.get("cwd") or "/")
         os.environ.clear()
@@ -64,8 +67,14 @@ def leave_fork(body: Callable[[], int], what: str) -> NoReturn:
         try:
             sys.stdout.flush()
             sys.stderr.flush()
+            output = worker_output.current()
+            if output is not None:
+                output.drain()
         finally:
-            os._exit(code)
+            try:
+                end_descendants()
+            finally:
+                os._exit(code)
 
 
 def reset_signals() -> None:
@@ -75,11 +84,21 @@ def reset_signals() -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
+def own_descendants() -> None:
+    """Whatever the model's code starts stays this worker's to end: in this worker's own process group,
+    and re-parented here (not to the zygote, where no one could tell whose it was) when it double-forks
+    or leaves the group. The worker ends them all when it exits (end_descendants)."""
+    os.setpgid(0, 0)
+    become_subreaper()
+
+
 def follow(pid: int) -> None:
-    """End this process when process `pid` (the model's launcher, MMS's handle on it) exits."""
+    """End this process, and all it started, when process `pid` (the model's launcher, MMS's handle on
+    it) exits. The worker follows its launcher, not the zygote: a zygote restart must not end it."""
     try:
         fd = os.pidfd_open(pid)
     except OSError:  # already gone
+        end_descendants()
         os._exit(0)
 
     def watch() -> None:
@@ -89,7 +108,10 @@ def follow(pid: int) -> None:
         poller.register(fd, select.POLLIN)
         while not poller.poll():
             pass
-        os._exit(0)
+        try:
+            end_descendants()
+        finally:
+            os._exit(0)
 
     threading.Thread(target=watch, name="follow-launcher", daemon=True).start()
 

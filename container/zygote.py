@@ -9,7 +9,11 @@ straight from itself for each connection MMS opens. A model costs only the pages
 
 Each model's launcher (MMS's per-model 'python') registers the model over a Unix socket
 (launcher_wire.py); when the launcher disappears (MMS kills it on DELETE) the model's socket and workers
-go. What the zygote plays of MMS's backend server is in mms_protocol.py, what runs after each fork in
+go, with every process the model's code started (each worker is a subreaper of its own process group,
+worker_process.own_descendants). Workers follow their launcher, not the zygote: when the zygote dies,
+they keep serving their MMS connections (`serve` adopts and reaps them), each launcher registers its
+model again with the restarted zygote, which serves new connections with fresh workers.
+What the zygote plays of MMS's backend server is in mms_protocol.py, what runs after each fork in
 worker_process.py, and the imports and warm-up before any fork in warmup.py.
 
 The zygote also keeps its own copy of every worker's MMS connection: when the kernel's OOM killer takes
@@ -35,7 +39,14 @@ from sklearn_mme.container import launcher_wire, mms_protocol, worker_process
 from sklearn_mme.container.ledger import MemoryLedger
 from sklearn_mme.container.model_forks import EarlyExits, ModelForks
 from sklearn_mme.container.oom import oom_kill_count
-from sklearn_mme.container.procutil import become_subreaper, die_with_parent
+from sklearn_mme.container.procutil import (
+    become_subreaper,
+    children,
+    die_with_parent,
+    end_descendants,
+    end_tree,
+    kill_group,
+)
 from sklearn_mme.container.settings import HANDLER, Wiring
 from sklearn_mme.container.warmup import preload
 from sklearn_mme.container.worker_state import WorkerState
@@ -207,10 +218,12 @@ class Zygote:
         """Take a model down: its workers, its socket, its stdio; report `status` to the launcher."""
         slot.ended = True
         for pid in list(slot.workers):
-            try:
+            if sig == signal.SIGKILL:
+                end_tree(pid)  # and what its model started: a worker ends that only when it exits itself
+                continue
+            try:  # e.g. SIGTERM: the worker drains, then ends what it started as it exits
                 os.kill(pid, sig)
-                if sig != signal.SIGKILL:
-                    os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:
                 pass
         self._drop_loader(slot)
@@ -368,9 +381,22 @@ class Zygote:
                 except OSError:
                     pass
 
+    def _end_orphans(self, pgid: int) -> None:
+        """A worker killed outright (it ends what its model started only when it exits itself) leaves
+        those processes to us, the next subreaper: end the ones still in its process group, with all
+        below them. Ones that had left the group cannot be told from other orphans (see README)."""
+        for child in children(os.getpid()):
+            try:
+                if child not in self.workers and os.getpgid(child) == pgid:
+                    end_tree(child)
+            except ProcessLookupError:
+                pass
+        kill_group(pgid)
+
     def _worker_ended(self, pid: int, worker: Worker, status: int) -> None:
         """OOM-killed mid-request: answer 507 and carry on with a replacement. Otherwise close our copy
         of the connection, so MMS sees the worker gone, reconnects, and we fork a fresh worker then."""
+        self._end_orphans(pid)
         self._remove_files(pid, worker)
         oom_kills, self.oom_kills = self.oom_kills, oom_kill_count()
         killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
@@ -408,6 +434,7 @@ class Zygote:
             time.sleep(0.02)
         for slot in list(self.slots.values()):
             self._end(slot, status=signal.SIGTERM, sig=signal.SIGKILL)
+        end_descendants()  # orphans of workers that were killed outright
         self._reap()
         try:
             os.unlink(self.sock_path)

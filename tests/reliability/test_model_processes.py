@@ -1,0 +1,161 @@
+"""Processes a model's code starts end with the model (issue 14 item 10), on a real `container/serve`.
+
+Before, a `sleep 1000` started by model_fn or predict_fn outlived the DELETE of its model and the SIGTERM of
+`serve` (outside Docker nothing ends them). Now each worker is a subreaper of its own process group: a
+child, and a grandchild that double-forked into a session of its own, are ended before the worker is gone;
+`serve`, a subreaper too, ends whatever is left below it when it stops.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sklearn_mme.container import examples
+from tests.support import Serve, running_serve
+
+pytestmark = pytest.mark.mms
+
+ROW = "5.1,3.5,1.4,0.2"
+CODE = """
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import joblib
+
+LOG = Path(__file__).resolve().parent.parent / "spawned"
+
+
+def _note(kind, pid):
+    with open(LOG, "a") as f:
+        f.write(f"{kind} {pid}\\n")
+
+
+def _daemon():
+    # The classic daemon: fork, setsid (a session and process group of its own), fork again, exit.
+    r, w = os.pipe()
+    middle = os.fork()
+    if middle == 0:
+        os.setsid()
+        pid = os.fork()
+        if pid == 0:
+            os.execvp("sleep", ["sleep", "1000"])
+        os.write(w, str(pid).encode())
+        os._exit(0)
+    os.close(w)
+    os.waitpid(middle, 0)
+    _note("daemon", int(os.read(r, 32)))
+    os.close(r)
+
+
+def model_fn(model_dir):
+    _note("child", subprocess.Popen(["sleep", "1000"]).pid)
+    _daemon()
+    return joblib.load(os.path.join(model_dir, "model.joblib"))
+
+
+def predict_fn(data, model):
+    _note("child", subprocess.Popen(["sleep", "1000"]).pid)
+    _daemon()
+    return {"worker": os.getpid(), "predictions": model.predict(data).tolist()}
+"""
+
+
+def _spawner(root: Path, trained: dict, name: str) -> Path:
+    model_dir = examples.write_model_dir(trained["iris_logreg"], root, name)
+    (model_dir / "code").mkdir(exist_ok=True)
+    (model_dir / "code" / "inference.py").write_text(CODE)
+    return model_dir
+
+
+def _spawned(model_dir: Path) -> dict[int, str]:
+    return {int(pid): kind for kind, pid in
+            (line.split() for line in (model_dir / "spawned").read_text().splitlines())}
+
+
+def _running(pids) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def _load_and_invoke(serve: Serve, model_dir: Path) -> int:
+    assert serve.load(model_dir.name, model_dir).status_code == 200
+    resp = serve.invoke(model_dir.name, ROW)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["worker"]
+
+
+@pytest.mark.timeout(300)
+def test_delete_ends_what_the_model_started(tmp_path: Path, trained: dict) -> None:
+    spawner = _spawner(tmp_path / "models", trained, "spawner")
+    other = _spawner(tmp_path / "models", trained, "other")
+    with running_serve(tmp_path) as serve:
+        worker = _load_and_invoke(serve, spawner)
+        other_worker = _load_and_invoke(serve, other)
+        spawned, others = _spawned(spawner), _spawned(other)
+        assert sorted(spawned.values()) == ["child", "child", "daemon", "daemon"], spawned
+        assert _running(spawned) == list(spawned) and _running(others) == list(others)
+        # The daemons left the worker's process group and session, but stayed below the worker.
+        daemons = [pid for pid, kind in spawned.items() if kind == "daemon"]
+        assert all(psutil.Process(pid).ppid() == worker for pid in daemons)
+        assert all(os.getsid(pid) not in (os.getsid(worker), worker) for pid in daemons)
+
+        assert serve.unload("spawner").status_code == 200
+        deadline = time.monotonic() + 10  # the worker ends a moment after the DELETE's answer
+        while _running([worker]):
+            assert time.monotonic() < deadline, "the model's worker outlived its DELETE"
+            time.sleep(0.01)
+        # At the moment the worker is gone, so is everything its model started; the other model's untouched.
+        assert _running(spawned) == [], {pid: spawned[pid] for pid in _running(spawned)}
+        assert _running(others) == list(others) and _running([other_worker]) == [other_worker]
+        assert serve.invoke("other", ROW).status_code == 200
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_of_serve_leaves_no_process(tmp_path: Path, trained: dict) -> None:
+    spawner = _spawner(tmp_path / "models", trained, "spawner")
+    with running_serve(tmp_path) as serve:
+        _load_and_invoke(serve, spawner)
+        spawned = _spawned(spawner)
+        tree = [p.pid for p in psutil.Process(serve.proc.pid).children(recursive=True)]
+        assert set(spawned) <= set(tree)
+        assert serve.stop(timeout=30) == 0
+        # At serve's exit, nothing it or its models started is left.
+        assert _running(tree) == [], [(p, psutil.Process(p).cmdline()) for p in _running(tree)]
+
+
+@pytest.mark.timeout(300)
+def test_worker_killed_outright_takes_its_process_group(tmp_path: Path, trained: dict) -> None:
+    """A SIGKILLed worker cannot end what its model started: the zygote, which adopts those processes,
+    ends the ones in the worker's process group before it lets the worker go (ledger record removed)."""
+    spawner = _spawner(tmp_path / "models", trained, "spawner")
+    with running_serve(tmp_path) as serve:
+        worker = _load_and_invoke(serve, spawner)
+        spawned = _spawned(spawner)
+        group = [pid for pid, kind in spawned.items() if kind == "child"]
+        assert _running(group) == group
+        os.kill(worker, signal.SIGKILL)
+        record = serve.run_dir() / "ledger" / str(worker)
+        deadline = time.monotonic() + 10
+        while record.exists():
+            assert time.monotonic() < deadline, "the zygote did not reap the killed worker"
+            time.sleep(0.01)
+        assert _running(group) == [], group
+        left = _running(set(spawned) - set(group))  # double-forked into their own session: see README
+        print(f"\n[model-processes] worker SIGKILLed: its group ended; {len(left)} setsid daemons left "
+              "until the server stops")
+        resp = serve.invoke("spawner", ROW)  # MMS restarts the worker
+        assert resp.status_code in (200, 500), resp.text
