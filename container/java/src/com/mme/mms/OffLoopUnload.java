@@ -4,15 +4,12 @@ import com.amazonaws.ml.mms.http.ErrorResponse;
 import com.amazonaws.ml.mms.http.StatusResponse;
 import com.amazonaws.ml.mms.util.NettyUtils;
 import com.amazonaws.ml.mms.wlm.ModelManager;
-import io.netty.channel.Channel;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.handler.codec.http.FullHttpRequest;
 import io.netty.handler.codec.http.HttpMethod;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import io.netty.handler.codec.http.QueryStringDecoder;
-import io.netty.util.AttributeKey;
 import io.netty.util.ReferenceCountUtil;
-import java.util.ArrayDeque;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.atomic.AtomicLong;
@@ -24,13 +21,12 @@ import org.slf4j.LoggerFactory;
  * request, and the unload waits for the request inside the model's worker (GuardedWorkLoadManager, up
  * to the response timeout): every other connection on that event loop, `/ping` included, waited with
  * it (2 of 8 fresh pings took 58.8 s). Here the same ModelManager call runs on a pool thread and its
- * answer (MMS's own statuses and messages) is written back on the channel. Until then, further requests
- * on that connection are held, so answers still leave in request order.
+ * answer (MMS's own statuses and messages) is written back on the channel. Later requests on that
+ * connection wait for it in InOrderAnswers, in front of this.
  */
 final class OffLoopUnload {
 
     private static final Logger logger = LoggerFactory.getLogger(OffLoopUnload.class);
-    private static final AttributeKey<ArrayDeque<Object>> HELD = AttributeKey.valueOf("mme-held-during-unload");
     static final AtomicLong OFFLOADED = new AtomicLong();
     private static final ExecutorService POOL =
             Executors.newCachedThreadPool(
@@ -42,13 +38,8 @@ final class OffLoopUnload {
 
     private OffLoopUnload() {}
 
-    /** True when msg was taken here (held behind an unload, or an unload started); else MMS handles it. */
+    /** True when msg was taken here (an unload started); else MMS handles it. */
     static boolean take(ChannelHandlerContext ctx, Object msg) {
-        ArrayDeque<Object> held = ctx.channel().attr(HELD).get();
-        if (held != null) {
-            held.add(msg);
-            return true;
-        }
         if (!(msg instanceof FullHttpRequest)) {
             return false;
         }
@@ -62,9 +53,6 @@ final class OffLoopUnload {
         }
         String name = segments[2];
         ReferenceCountUtil.release(req);
-        Channel channel = ctx.channel();
-        channel.attr(HELD).set(new ArrayDeque<>());
-        channel.config().setAutoRead(false);
         OFFLOADED.incrementAndGet();
         // Answers go out through the whole pipeline, as MMS's own (its handler is the last one).
         ChannelHandlerContext last = ctx.pipeline().lastContext();
@@ -77,8 +65,6 @@ final class OffLoopUnload {
                         last,
                         new ErrorResponse(500, "InternalServerException", "Failed to unregister model"),
                         HttpResponseStatus.INTERNAL_SERVER_ERROR);
-            } finally {
-                channel.eventLoop().execute(() -> release(ctx));
             }
         });
         return true;
@@ -100,19 +86,5 @@ final class OffLoopUnload {
 
     private static void error(ChannelHandlerContext ctx, HttpResponseStatus status, String type, String message) {
         NettyUtils.sendJsonResponse(ctx, new ErrorResponse(status.code(), type, message), status);
-    }
-
-    /** On the event loop once the unload was answered: replays held requests, reads again. */
-    private static void release(ChannelHandlerContext ctx) {
-        ArrayDeque<Object> held = ctx.channel().attr(HELD).getAndSet(null);
-        while (held != null && !held.isEmpty()) {
-            RequestGuard.INSTANCE.channelRead(ctx, held.poll());
-            ArrayDeque<Object> again = ctx.channel().attr(HELD).get();
-            if (again != null) { // another DELETE among them: the rest waits for it, in order
-                again.addAll(held);
-                return;
-            }
-        }
-        ctx.channel().config().setAutoRead(true);
     }
 }
