@@ -2,6 +2,7 @@ package com.mme.mms;
 
 import com.sun.management.UnixOperatingSystemMXBean;
 import io.netty.channel.Channel;
+import io.netty.util.AttributeKey;
 import java.io.IOException;
 import java.lang.management.ManagementFactory;
 import java.lang.management.OperatingSystemMXBean;
@@ -32,6 +33,8 @@ final class ConnectionCap {
     /** Open client connections, with their IdleCloser once MMS's pipeline is built (PENDING before). */
     private static final Map<Channel, IdleCloser> OPEN = new ConcurrentHashMap<>();
     private static final IdleCloser PENDING = new IdleCloser();
+    /** When a connection was accepted: idle since then until its first answer (IdleCloser). */
+    static final AttributeKey<Long> ACCEPTED_AT = AttributeKey.valueOf("mme-accepted-at");
     private static final OperatingSystemMXBean OS = ManagementFactory.getOperatingSystemMXBean();
 
     private ConnectionCap() {}
@@ -57,15 +60,19 @@ final class ConnectionCap {
      * when it was refused (closed at once: every open connection is busy).
      */
     static boolean admit(Channel child) {
+        child.attr(ACCEPTED_AT).set(System.nanoTime());
         OPEN.put(child, PENDING);
         child.closeFuture().addListener(f -> OPEN.remove(child));
         int excess = OPEN.size() - limit();
         for (int i = 0; i < excess; i++) {
-            if (!closeLongestIdle()) {
+            int made = closeLongestIdle();
+            if (made == NO_ROOM) {
                 REFUSED.incrementAndGet();
                 OPEN.remove(child);
-                child.close();
                 return false;
+            }
+            if (made == NOT_YET) {
+                break; // the others are still being set up: over the cap for a moment, not refused
             }
         }
         return true;
@@ -80,25 +87,38 @@ final class ConnectionCap {
     static void acceptFailed(Throwable cause) {
         if (cause instanceof IOException && String.valueOf(cause.getMessage()).contains("open files")) {
             int freed = 0;
-            while (freed < FREED_ON_EMFILE && closeLongestIdle()) {
+            while (freed < FREED_ON_EMFILE && closeLongestIdle() == CLOSED) {
                 freed++;
             }
             logger.warn("out of descriptors with {} client connections: closed {} idle ones", OPEN.size(), freed);
         }
     }
 
-    /** Closes the connection idle the longest (no request under way); false if there is none. */
-    private static boolean closeLongestIdle() {
+    private static final int CLOSED = 1;
+    private static final int NOT_YET = 0;
+    private static final int NO_ROOM = -1;
+
+    /**
+     * Closes the connection idle the longest (no request under way): CLOSED; NOT_YET when none is idle
+     * but some are still being set up; NO_ROOM when every one has a request under way.
+     */
+    private static int closeLongestIdle() {
         IdleCloser oldest = null;
+        boolean pending = false;
         for (IdleCloser c : OPEN.values()) {
+            pending |= c == PENDING;
             if (c != PENDING && c.closable() && (oldest == null || c.idleSince() < oldest.idleSince())) {
                 oldest = c;
             }
         }
-        if (oldest == null || !oldest.closeIfIdle()) {
-            return false;
+        if (oldest == null) {
+            return pending ? NOT_YET : NO_ROOM;
         }
+        IdleCloser victim = oldest;
+        Channel channel = victim.channel();
+        OPEN.remove(channel); // counted out now: the close itself runs on its own loop
+        victim.closeIfIdle(() -> OPEN.putIfAbsent(channel, victim));
         CLOSED_IDLE.incrementAndGet();
-        return true;
+        return CLOSED;
     }
 }

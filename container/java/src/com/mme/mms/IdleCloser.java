@@ -1,5 +1,6 @@
 package com.mme.mms;
 
+import io.netty.channel.Channel;
 import io.netty.channel.ChannelDuplexHandler;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelPipeline;
@@ -40,6 +41,10 @@ final class IdleCloser extends ChannelDuplexHandler {
     @Override
     public void handlerAdded(ChannelHandlerContext ctx) {
         this.ctx = ctx;
+        Long accepted = ctx.channel().attr(ConnectionCap.ACCEPTED_AT).get();
+        if (accepted != null) {
+            idleSince = accepted; // its loop may set it up later than a connection accepted after it
+        }
         ConnectionCap.track(ctx.channel(), this);
     }
 
@@ -51,17 +56,26 @@ final class IdleCloser extends ChannelDuplexHandler {
         return idleSince;
     }
 
-    /** From another thread: closes the connection on its loop, unless a request came meanwhile. */
-    boolean closeIfIdle() {
+    Channel channel() {
+        return ctx.channel();
+    }
+
+    /**
+     * From another thread: closes the connection on its loop, unless a request came meanwhile (then
+     * kept runs there, and it stays open).
+     */
+    void closeIfIdle(Runnable kept) {
         closing = true;
         ctx.executor().execute(() -> {
             if (inFlight == 0) {
                 ctx.close();
             } else {
                 closing = false;
+                if (ctx.channel().isActive()) {
+                    kept.run();
+                }
             }
         });
-        return true;
     }
 
     @Override

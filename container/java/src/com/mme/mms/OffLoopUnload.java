@@ -3,13 +3,18 @@ package com.mme.mms;
 import com.amazonaws.ml.mms.http.ErrorResponse;
 import com.amazonaws.ml.mms.http.StatusResponse;
 import com.amazonaws.ml.mms.util.NettyUtils;
+import com.amazonaws.ml.mms.wlm.Model;
 import com.amazonaws.ml.mms.wlm.ModelManager;
+import com.amazonaws.ml.mms.wlm.WorkLoadManager;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.handler.codec.http.FullHttpRequest;
 import io.netty.handler.codec.http.HttpMethod;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import io.netty.handler.codec.http.QueryStringDecoder;
 import io.netty.util.ReferenceCountUtil;
+import java.lang.reflect.Field;
+import java.util.Map;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.atomic.AtomicLong;
@@ -28,6 +33,9 @@ final class OffLoopUnload {
 
     private static final Logger logger = LoggerFactory.getLogger(OffLoopUnload.class);
     static final AtomicLong OFFLOADED = new AtomicLong();
+    private static final long POLL_MS = 2;
+    /** Past MMS's own limit for starting a model's backend (a minute), unload whatever is there. */
+    private static final long REGISTRATION_WAIT_MS = 65_000;
     private static final ExecutorService POOL =
             Executors.newCachedThreadPool(
                     r -> {
@@ -72,7 +80,7 @@ final class OffLoopUnload {
 
     /** ManagementRequestHandler.handleUnregisterModel's answers, from a pool thread. */
     private static void answer(ChannelHandlerContext ctx, String name) {
-        HttpResponseStatus status = ModelManager.getInstance().unregisterModel(name);
+        HttpResponseStatus status = unregister(name);
         if (status == HttpResponseStatus.NOT_FOUND) {
             error(ctx, status, "ModelNotFoundException", "Model not found: " + name);
         } else if (status == HttpResponseStatus.INTERNAL_SERVER_ERROR) {
@@ -82,6 +90,57 @@ final class OffLoopUnload {
         } else {
             NettyUtils.sendJsonResponse(ctx, new StatusResponse("Model \"" + name + "\" unregistered"));
         }
+    }
+
+    /**
+     * ModelManager.unregisterModel, but it removes only a model whose registration is over (see
+     * Registrations): one read while no registration of the name ran, removed only if still the one.
+     */
+    static HttpResponseStatus unregister(String name) {
+        ModelManager manager = ModelManager.getInstance();
+        Map<String, Model> models = manager.getModels();
+        long deadline = System.currentTimeMillis() + REGISTRATION_WAIT_MS;
+        Model model;
+        while (true) {
+            model = models.get(name);
+            if (model == null) {
+                logger.warn("Model not found: {}", name);
+                return HttpResponseStatus.NOT_FOUND;
+            }
+            boolean settled = !Registrations.running(name) || System.currentTimeMillis() > deadline;
+            if (settled && models.remove(name, model)) {
+                break;
+            }
+            try {
+                Thread.sleep(POLL_MS);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return HttpResponseStatus.INTERNAL_SERVER_ERROR;
+            }
+        }
+        model.setMinWorkers(0);
+        model.setMaxWorkers(0);
+        HttpResponseStatus status;
+        try {
+            status = wlm(manager).modelChanged(model).get();
+        } catch (InterruptedException | ExecutionException | ReflectiveOperationException e) {
+            logger.warn("unload of {} was interrupted: {}", name, e.toString());
+            status = HttpResponseStatus.INTERNAL_SERVER_ERROR;
+        }
+        if (status == HttpResponseStatus.OK) {
+            model.getModelArchive().clean();
+            manager.getStartupModels().remove(name);
+            logger.info("Model {} unregistered.", name);
+        } else {
+            models.putIfAbsent(name, model); // as MMS: still registered when its clean-up failed
+        }
+        return status;
+    }
+
+    private static WorkLoadManager wlm(ModelManager manager) throws ReflectiveOperationException {
+        Field f = ModelManager.class.getDeclaredField("wlm");
+        f.setAccessible(true);
+        return (WorkLoadManager) f.get(manager);
     }
 
     private static void error(ChannelHandlerContext ctx, HttpResponseStatus status, String type, String message) {
