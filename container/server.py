@@ -66,6 +66,7 @@ class Server:
             worker_memory_limit_bytes=self.s.worker_memory_limit_bytes,
             metrics_max_models=self.s.metrics_max_models,
             idle_connection_timeout_s=self.s.idle_connection_timeout_s,
+            max_connections=self.s.max_connections,
             emf_interval_s=self.s.emf_interval_s,
             emf_namespace=self.s.emf_namespace,
             emf_dimensions=",".join(f"{k}={v}" for k, v in self.s.emf_dimensions or ()) or None,

@@ -191,6 +191,9 @@ METRICS_MAX_MODELS = EnvVar("MME_METRICS_MAX_MODELS", _whole(1, 100_000), "500",
 IDLE_CONNECTION_TIMEOUT = EnvVar("MME_IDLE_CONNECTION_TIMEOUT_SECONDS", _whole(1, 86_400), "60",
                                  "close a client connection with no request under way after N idle seconds "
                                  "(SageMaker's own keep-alive is shorter)")
+MAX_CONNECTIONS = EnvVar("MME_MAX_CONNECTIONS", _whole(16, 10_000_000), "",
+                         "open client connections kept; past it the longest-idle one is closed for each new "
+                         "one, so a descriptor stays free for `/ping`", "half of Java's descriptor limit")
 EMF_INTERVAL = EnvVar("MME_EMF_INTERVAL_SECONDS", _whole(1, 86_400), "",
                       "write one CloudWatch EMF line per active model every N seconds to stdout. Unset: "
                       "off (custom metrics cost money per model: see Metrics)")
@@ -211,7 +214,7 @@ VARIABLES: tuple[EnvVar, ...] = (
     handler_settings.DEFAULT_CONTENT, STARTUP, BACKEND, LAUNCHER, LAUNCHER_BIN, MEMORY_BUDGET, MEMORY_RESERVE,
     WORKER_LIMIT, handler_settings.SKOPS_TRUSTED, handler_settings.PROGRAM,
     handler_settings.VERSION_SKEW, HANDLER, JAVA_OPTS, LOG_LEVEL, ACCESS_LOG_LEVEL, METRICS_MAX_MODELS,
-    IDLE_CONNECTION_TIMEOUT, EMF_INTERVAL, EMF_NAMESPACE, EMF_DIMENSIONS, STAGE_LOG, PYTHON,
+    IDLE_CONNECTION_TIMEOUT, MAX_CONNECTIONS, EMF_INTERVAL, EMF_NAMESPACE, EMF_DIMENSIONS, STAGE_LOG, PYTHON,
 )
 
 
@@ -231,6 +234,7 @@ class ServeSettings:
     java_opts: tuple[str, ...]
     metrics_max_models: int
     idle_connection_timeout_s: int
+    max_connections: int | None
     emf_interval_s: int | None
     emf_namespace: str
     emf_dimensions: tuple[tuple[str, str], ...] | None
@@ -267,6 +271,7 @@ class ServeSettings:
             java_opts=JAVA_OPTS.read(env),
             metrics_max_models=METRICS_MAX_MODELS.read(env),
             idle_connection_timeout_s=IDLE_CONNECTION_TIMEOUT.read(env),
+            max_connections=MAX_CONNECTIONS.read(env),
             emf_interval_s=EMF_INTERVAL.read(env),
             emf_namespace=EMF_NAMESPACE.read(env),
             emf_dimensions=EMF_DIMENSIONS.read(env),
@@ -291,6 +296,7 @@ class Wiring:
     # Read by our MMS plugin (container/java, ContainerMetrics and EmfWriter), not by Python.
     metrics_max_models: int | None = None
     idle_connection_timeout_s: int | None = None  # RequestGuardInstaller
+    max_connections: int | None = None  # ConnectionCap
     emf_interval_s: int | None = None
     emf_namespace: str | None = None
     emf_dimensions: str | None = None  # Name=value,...
@@ -311,7 +317,7 @@ class Wiring:
         for f in fields(cls):
             raw = env.get(cls.env_name(f.name))
             if raw:
-                numeric = f.name.endswith(("_bytes", "_s", "_models"))
+                numeric = f.name.endswith(("_bytes", "_s", "_models", "_connections"))
                 values[f.name] = int(raw) if numeric else raw
         return cls(**values)
 

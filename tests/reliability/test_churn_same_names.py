@@ -104,11 +104,6 @@ class _Churn:
 
 
 @pytest.mark.timeout(DURATION_S + 240)
-@pytest.mark.xfail(
-    reason="issue 14 is open: under this churn some invokes of a name being deleted and reloaded get no "
-    "answer within 30 s (2 of 2 runs on the merged code; README, Known limits). The checks before it held.",
-    strict=False,
-)
 def test_churn_load_delete_invoke_same_names(tmp_path: Path, trained: dict) -> None:
     ex = trained["iris_logreg"]
     dirs = {}

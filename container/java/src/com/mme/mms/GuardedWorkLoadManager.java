@@ -1,6 +1,7 @@
 package com.mme.mms;
 
 import com.amazonaws.ml.mms.http.BadRequestException;
+import com.amazonaws.ml.mms.http.ConflictStatusException;
 import com.amazonaws.ml.mms.util.ConfigManager;
 import com.amazonaws.ml.mms.wlm.Model;
 import com.amazonaws.ml.mms.wlm.ModelManager;
@@ -11,8 +12,11 @@ import io.netty.handler.codec.http.HttpResponseStatus;
 import java.io.File;
 import java.lang.reflect.Field;
 import java.lang.reflect.Modifier;
+import java.util.Collections;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
+import java.util.WeakHashMap;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
@@ -43,6 +47,12 @@ import org.slf4j.LoggerFactory;
  * backend's reason. From registration until the load settles, an invoke of the model waits in its
  * queue (MMS answered 503 "No worker is available" until the workers existed, ~20-30 ms) and gets 404
  * if the load fails.
+ *
+ * <p>Same name, new model: MMS keeps workers by model name, so while a DELETE drained the old model of
+ * a name (its name already free), a new registration of the name found the old workers under it and
+ * started none (its invokes then waited forever), and the old model's clean-up stopped the new one's
+ * workers (its load failed 500). Here each model owns its worker list: a load starts its own, and an
+ * unload stops only its own. A registration that a DELETE overtook answers 409 instead of coming back.
  */
 public final class GuardedWorkLoadManager extends WorkLoadManager {
 
@@ -52,6 +62,11 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
     static final AtomicLong LOADS_REFUSED = new AtomicLong();
     /** Models registered whose load has not settled yet (see hasNoWorker). */
     private static final Set<Model> LOADING = ConcurrentHashMap.newKeySet();
+    /** Each model's own worker list (MMS lists it under the name while the model is the registered one). */
+    private static final Map<Model, List<WorkerThread>> OWN = new ConcurrentHashMap<>();
+    /** Models whose unregister began; weak, as a registration may still hold one briefly. */
+    private static final Set<Model> GONE =
+            Collections.synchronizedSet(Collections.newSetFromMap(new WeakHashMap<>()));
 
     private final ConfigManager config;
     private final EventLoopGroup backendGroup;
@@ -104,22 +119,77 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
     @Override
     public CompletableFuture<HttpResponseStatus> modelChanged(Model model) {
         if (model.getMinWorkers() > 0 && isRegistered(model)) {
-            String name = model.getModelName();
-            synchronized (name) { // as MMS's modelChanged
-                List<WorkerThread> current = workers.get(name);
-                if (current == null || current.isEmpty()) {
-                    return startLoad(model);
+            synchronized (model.getModelName()) { // as MMS's modelChanged
+                List<WorkerThread> mine = OWN.get(model);
+                if (mine == null || mine.isEmpty()) {
+                    return startLoad(model); // not the workers of an earlier model of the name
                 }
             }
         }
         if (model.getMaxWorkers() != 0 || isRegistered(model)) {
-            return super.modelChanged(model); // a scale, not an unregister
+            return super.modelChanged(model); // a scale of the registered model, not an unregister
         }
+        GONE.add(model);
+        awaitLoad(model);
         LOADING.remove(model);
         finishInFlight(model);
-        CompletableFuture<HttpResponseStatus> stopped = super.modelChanged(model);
+        CompletableFuture<HttpResponseStatus> stopped = new CompletableFuture<>();
+        stopped.complete(stop(model));
         LifecyclePlugin.unloaded(model);
         return stopped;
+    }
+
+    /** MMS's unregister clean-up, for this model's own workers and backend only. */
+    private HttpResponseStatus stop(Model model) {
+        String name = model.getModelName();
+        synchronized (name) { // waits for a backend still starting (addServerThread holds it)
+            List<WorkerThread> mine = threadsOf(model);
+            OWN.remove(model);
+            workers.remove(name, mine); // only while the name still lists this model's workers
+            for (int i = mine.size() - 1; i >= 0; i--) {
+                mine.get(i).shutdown();
+            }
+            return stopBackend(model);
+        }
+    }
+
+    /** The model's worker threads: its own list, or (a model MMS loaded itself) the name's if they are its. */
+    private List<WorkerThread> threadsOf(Model model) {
+        List<WorkerThread> mine = OWN.get(model);
+        if (mine != null) {
+            return mine;
+        }
+        List<WorkerThread> listed = workers.get(model.getModelName());
+        try {
+            if (listed != null && !listed.isEmpty() && read(listed.get(0), "model") == model) {
+                return listed;
+            }
+        } catch (ReflectiveOperationException e) {
+            logger.warn("cannot see whose workers are listed for {}: {}", model.getModelName(), e.toString());
+        }
+        return List.of();
+    }
+
+    /** MMS's shutdownServerThread: the model's launcher process, given the unregister timeout. */
+    private HttpResponseStatus stopBackend(Model model) {
+        WorkerThread server = model.getServerThread();
+        if (server == null) {
+            return HttpResponseStatus.OK; // not started: addServerThread sees GONE and stops it
+        }
+        server.shutdown();
+        Process process = server.getLifeCycle().getProcess();
+        if (process != null && process.isAlive()) {
+            process.destroyForcibly();
+            try {
+                if (!process.waitFor(Math.max(1, config.getUnregisterModelTimeout()), TimeUnit.SECONDS)) {
+                    return HttpResponseStatus.REQUEST_TIMEOUT;
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return HttpResponseStatus.INTERNAL_SERVER_ERROR;
+            }
+        }
+        return HttpResponseStatus.OK;
     }
 
     /** MMS's addThreads for a fresh load, with a LoadAttempt's listener and reply handler. */
@@ -127,6 +197,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
         int count = model.getMinWorkers();
         LoadAttempt attempt = new LoadAttempt(this, model, count);
         workers.put(model.getModelName(), attempt.threads);
+        OWN.put(model, attempt.threads);
         int gpus = config.getNumberOfGpu();
         for (int i = 0; i < count; i++) {
             int gpuId = gpus > 0 ? gpuCounter.accumulateAndGet(gpus, (prev, max) -> ++prev % max) : -1;
@@ -160,22 +231,11 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
     void discard(Model model, List<WorkerThread> threads) {
         String name = model.getModelName();
         workers.remove(name, threads);
+        OWN.remove(model, threads);
         for (WorkerThread thread : threads) {
             thread.shutdown();
         }
-        WorkerThread server = model.getServerThread();
-        if (server != null) {
-            server.shutdown();
-            Process process = server.getLifeCycle().getProcess();
-            if (process != null && process.isAlive()) {
-                process.destroyForcibly();
-                try {
-                    process.waitFor(Math.max(1, config.getUnregisterModelTimeout()), TimeUnit.SECONDS);
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                }
-            }
-        }
+        stopBackend(model);
         ModelManager.getInstance().getModels().remove(name, model);
         LOADING.remove(model);
         LifecyclePlugin.answerQueuedOrLog(model);
@@ -215,6 +275,16 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
             forget(model);
             throw e;
         }
+        if (GONE.contains(model) || !isRegistered(model)) {
+            // A DELETE of the name came while the backend started: MMS would put the model back
+            // (registerModel's last put) with its backend stopped. It stays unloaded instead.
+            synchronized (model.getModelName()) {
+                stopBackend(model);
+            }
+            forget(model);
+            throw new ConflictStatusException(
+                    "Model " + model.getModelName() + " was unloaded while it was loading");
+        }
     }
 
     /** Why Runtime.exec would refuse to start this model, or null. */
@@ -251,8 +321,29 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
         LifecyclePlugin.answerQueuedOrLog(model);
     }
 
+    /** The model's unregister began: its workers take no more requests (LoadAttempt). */
+    static boolean unloading(Model model) {
+        return GONE.contains(model);
+    }
+
     private static boolean isRegistered(Model model) {
         return ModelManager.getInstance().getModels().get(model.getModelName()) == model;
+    }
+
+    /**
+     * An unload that overtakes the model's load waits for the load to settle, as for a request inside
+     * its worker: MMS's worker stopped while connecting never answered the load (an NPE in its clean-up).
+     */
+    private static void awaitLoad(Model model) {
+        long deadline =
+                System.currentTimeMillis() + 1000L * Math.max(1, model.getResponseTimeoutSeconds());
+        try {
+            while (LOADING.contains(model) && OWN.containsKey(model) && System.currentTimeMillis() < deadline) {
+                Thread.sleep(IDLE_POLL_MS);
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
     }
 
     /** Waits until none of the model's workers has a request in flight, answering queued ones. */
@@ -291,14 +382,13 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
     }
 
     private boolean anyBusy(Model model) throws ReflectiveOperationException {
-        for (WorkerThread worker : getWorkers(model.getModelName())) {
+        for (WorkerThread worker : new java.util.ArrayList<>(threadsOf(model))) {
             // WorkerThread.req holds the request sent to the backend until its reply is answered; a
             // thread that died keeps its last one, but has no currentThread any more. MMS unregisters
             // a model whose load failed from that load's own worker thread: it is not waiting on itself.
             Object running = ((AtomicReference<?>) read(worker, "currentThread")).get();
-            if (running != null
-                    && running != Thread.currentThread()
-                    && read(worker, "req") != null) {
+            boolean out = read(worker, "req") != null || LoadAttempt.handling(read(worker, "aggregator"));
+            if (running != null && running != Thread.currentThread() && out) {
                 return true;
             }
         }

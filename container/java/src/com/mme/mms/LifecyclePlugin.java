@@ -99,6 +99,16 @@ public class LifecyclePlugin extends ModelServerEndpoint {
                         + GuardedWorkLoadManager.LOADS_REFUSED.get()
                         + ",\"failed_loads_unregistered_before_answer\":"
                         + LoadAttempt.FAILED.get()
+                        + ",\"pipelined_requests_held\":"
+                        + InOrderAnswers.HELD.get()
+                        + ",\"client_connections\":"
+                        + ConnectionCap.open()
+                        + ",\"client_connection_limit\":"
+                        + ConnectionCap.limit()
+                        + ",\"idle_connections_closed_for_room\":"
+                        + ConnectionCap.CLOSED_IDLE.get()
+                        + ",\"connections_refused\":"
+                        + ConnectionCap.REFUSED.get()
                         + "}";
         rsp.getOutputStream().write(body.getBytes(StandardCharsets.UTF_8));
     }

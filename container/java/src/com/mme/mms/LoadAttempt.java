@@ -3,6 +3,7 @@ package com.mme.mms;
 import com.amazonaws.ml.mms.http.ErrorResponse;
 import com.amazonaws.ml.mms.util.NettyUtils;
 import com.amazonaws.ml.mms.util.messages.BaseModelRequest;
+import com.amazonaws.ml.mms.util.messages.ModelLoadModelRequest;
 import com.amazonaws.ml.mms.util.messages.ModelWorkerResponse;
 import com.amazonaws.ml.mms.wlm.BatchAggregator;
 import com.amazonaws.ml.mms.wlm.Model;
@@ -122,11 +123,24 @@ final class LoadAttempt {
                 }
             } else if (state == WorkerState.WORKER_ERROR || state == WorkerState.WORKER_STOPPED) {
                 failed(status); // after the load settled, a stop is MMS's to restart: ignored there
+            } else if (state == WorkerState.WORKER_SCALED_DOWN && !settled.get()) {
+                // Stopped from outside before it loaded (an unload that waited past its limit): a
+                // worker stopped mid-connect never reports WORKER_STOPPED, so settle here.
+                reason = "Model " + model.getModelName() + " was unloaded while it was loading";
+                failed(HttpResponseStatus.CONFLICT);
             }
         }
     }
 
+    /** Whether a worker's reply handler has a request out (see GuardedWorkLoadManager.anyBusy). */
+    static boolean handling(Object aggregator) {
+        return aggregator instanceof Replies && ((Replies) aggregator).handling;
+    }
+
     private final class Replies extends BatchAggregator {
+        /** A request was handed to the worker and not answered yet (set before MMS's req field is). */
+        private volatile boolean handling;
+
         Replies(Model model) {
             super(model);
         }
@@ -137,21 +151,33 @@ final class LoadAttempt {
                 reason = message.getMessage(); // the load reply, read before MMS sets the worker's state
             }
             super.sendResponse(message);
+            handling = false;
         }
 
         /**
          * After its load failed, MMS's worker thread would go on to take requests queued for the model
          * (they wait for the load) and fail them 500 on its dead backend: it waits instead, until the
-         * clean-up stops it (an interrupt), and the queued requests get 404.
+         * clean-up stops it (an interrupt), and the queued requests get 404. Once the model is being
+         * unloaded, a request it takes goes back to the queue (answered 404 there) instead of into a
+         * worker that is about to be stopped ("Worker died." 500).
          */
         @Override
         public BaseModelRequest getRequest(String threadName, WorkerState state)
                 throws InterruptedException {
+            handling = false; // runWorker answered the previous request before asking again
             if (failed) {
                 Thread.sleep(DISCARD_WAIT_MS);
                 throw new InterruptedException("load failed");
             }
-            return super.getRequest(threadName, state);
+            BaseModelRequest request = super.getRequest(threadName, state);
+            handling = true; // before the check: an unload either sees this or is seen below
+            if (!(request instanceof ModelLoadModelRequest) && GuardedWorkLoadManager.unloading(model)) {
+                handling = false;
+                super.sendError(null, "unloading", HttpResponseStatus.NOT_FOUND); // data jobs: back to the queue
+                Thread.sleep(DISCARD_WAIT_MS); // until the unload stops this worker
+                throw new InterruptedException("model unloaded");
+            }
+            return request;
         }
     }
 

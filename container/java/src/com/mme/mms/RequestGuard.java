@@ -60,10 +60,11 @@ final class RequestGuard extends ChannelInboundHandlerAdapter {
         if (OffLoopUnload.take(ctx, msg)) {
             return;
         }
+        String registering = null;
         if (msg instanceof FullHttpRequest) {
             FullHttpRequest req = (FullHttpRequest) msg;
             try {
-                check(req);
+                registering = check(req);
             } catch (Refusal r) {
                 ReferenceCountUtil.release(req);
                 REFUSED.incrementAndGet();
@@ -74,21 +75,32 @@ final class RequestGuard extends ChannelInboundHandlerAdapter {
                 return;
             }
         }
-        ctx.fireChannelRead(msg);
+        if (registering == null) {
+            ctx.fireChannelRead(msg);
+            return;
+        }
+        // MMS registers on this thread, up to starting the load: a DELETE of the name waits meanwhile.
+        Registrations.begin(registering);
+        try {
+            ctx.fireChannelRead(msg);
+        } finally {
+            Registrations.end(registering);
+        }
     }
 
-    private static void check(FullHttpRequest req) throws Refusal {
+    /** Refuses bad input; returns the model name of a registration (POST /models), else null. */
+    private static String check(FullHttpRequest req) throws Refusal {
         if (!METHODS.contains(req.method())) {
             throw new Refusal(HttpResponseStatus.METHOD_NOT_ALLOWED,
                     "Method " + oneLine(req.method().name()) + " is not supported");
         }
         if (!req.decoderResult().isSuccess() || req.method() != HttpMethod.POST) {
-            return; // MMS answers a request Netty could not decode 400 itself
+            return null; // MMS answers a request Netty could not decode 400 itself
         }
         QueryStringDecoder decoder = new QueryStringDecoder(req.uri());
         String path = decoder.path();
         if (!"/models".equals(path) && !"/models/".equals(path)) {
-            return;
+            return null;
         }
         CharSequence mime = HttpUtil.getMimeType(req);
         JsonObject body;
@@ -109,10 +121,10 @@ final class RequestGuard extends ChannelInboundHandlerAdapter {
                 body.addProperty(e.getKey(), values.isEmpty() ? "" : values.get(0));
             }
         }
-        checkRegistration(body);
+        return checkRegistration(body);
     }
 
-    private static void checkRegistration(JsonObject body) throws Refusal {
+    private static String checkRegistration(JsonObject body) throws Refusal {
         if (body.has("handler")) {
             throw new Refusal(HttpResponseStatus.BAD_REQUEST,
                     "handler may not be set: the container serves every model with its own handler");
@@ -139,6 +151,7 @@ final class RequestGuard extends ChannelInboundHandlerAdapter {
         positive(body, "response_timeout", Integer.MAX_VALUE);
         positive(body, "batch_size", Integer.MAX_VALUE);
         positive(body, "max_batch_delay", Integer.MAX_VALUE);
+        return name;
     }
 
     private static String string(JsonObject body, String key) throws Refusal {

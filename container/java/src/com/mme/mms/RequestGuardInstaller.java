@@ -104,6 +104,9 @@ final class RequestGuardInstaller {
             // Behind the metrics handler and the idle closer, so that they see every request and answer,
             // the guard's own refusals and off-loop unloads included: aggregator, metrics, idle closer, guard.
             String aggregator = pipeline.context(HttpObjectAggregator.class).name();
+            if (pipeline.get(InOrderAnswers.class) == null) {
+                pipeline.addBefore(aggregator, InOrderAnswers.NAME, new InOrderAnswers());
+            }
             String anchor = pipeline.get(ChannelHook.NAME) != null ? ChannelHook.NAME : aggregator;
             IdleCloser.install(pipeline, anchor);
             String before = pipeline.get(IdleCloser.NAME) != null ? IdleCloser.NAME : anchor;
@@ -121,9 +124,24 @@ final class RequestGuardInstaller {
         @Override
         public void channelRead(ChannelHandlerContext ctx, Object msg) {
             if (msg instanceof Channel) {
-                ((Channel) msg).pipeline().addLast(new ChildHook());
+                Channel child = (Channel) msg;
+                child.pipeline().addLast(ConnectionCap.admit(child) ? new ChildHook() : new Refuse());
             }
             ctx.fireChannelRead(msg);
+        }
+
+        @Override
+        public void exceptionCaught(ChannelHandlerContext ctx, Throwable cause) {
+            ConnectionCap.acceptFailed(cause); // then Netty's acceptor pauses accepting for 1 s
+            ctx.fireExceptionCaught(cause);
+        }
+    }
+
+    /** A connection refused by ConnectionCap: closed as soon as it is registered. */
+    private static final class Refuse extends ChannelInboundHandlerAdapter {
+        @Override
+        public void channelActive(ChannelHandlerContext ctx) {
+            ctx.close();
         }
     }
 
