@@ -145,6 +145,7 @@ final class ContainerMetrics {
         if (p.kind == Kind.NONE || p.kind == Kind.DESCRIBE) {
             return;
         }
+        HeapTrim.note();
         double seconds = (System.nanoTime() - p.startNanos) / 1e9;
         ModelStats stats = p.name == null ? OTHER_STATS : statsFor(p.name);
         switch (p.kind) {

@@ -154,6 +154,12 @@ final class LedgerReader {
         return null;
     }
 
+    /** How many processes /proc lists (the warm-up runs the listing a scrape does). */
+    int liveProcesses() {
+        Set<Long> pids = livePids();
+        return pids == null ? 0 : pids.size();
+    }
+
     private static boolean alive(long pid) {
         return ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false);
     }

@@ -1,9 +1,12 @@
 package com.mme.mms;
 
+import com.amazonaws.ml.mms.servingsdk.impl.ModelServerResponse;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.ByteBufOutputStream;
 import io.netty.buffer.Unpooled;
 import io.netty.handler.codec.http.DefaultFullHttpResponse;
+import io.netty.handler.codec.http.HttpResponseStatus;
+import io.netty.handler.codec.http.HttpVersion;
 import java.io.IOException;
 import java.io.OutputStream;
 import java.lang.reflect.Field;
@@ -44,6 +47,7 @@ public class MetricsEndpoint extends ModelServerEndpoint {
                 ChannelHook.start();
             }
             EmfWriter.startIfConfigured();
+            HeapTrim.start();
             Thread t = new Thread(MetricsEndpoint::warmUp, "mme-metrics-warmup");
             t.setDaemon(true);
             t.start();
@@ -88,7 +92,12 @@ public class MetricsEndpoint extends ModelServerEndpoint {
             for (int i = 0; i < WARMUP_RENDERS; i++) {
                 synchronized (MetricsText.class) {
                     ScrapeText text = MetricsText.render(groups, java.util.Set.of());
-                    Body.sink(text.array(), text.length());
+                    if (i % 10 == 0) { // the answer's path and the ledger's /proc listing, less often
+                        Body.warmUp(text);
+                        MetricsText.LEDGER.liveProcesses();
+                    } else {
+                        Body.sink(text.array(), text.length());
+                    }
                 }
             }
         } catch (RuntimeException e) {
@@ -146,6 +155,19 @@ public class MetricsEndpoint extends ModelServerEndpoint {
                 ((ByteBufOutputStream) os).buffer().ensureWritable(len);
             }
             os.write(bytes, 0, len);
+        }
+
+        /** Puts the text into a response as a scrape does, then drops it. */
+        static void warmUp(ScrapeText text) {
+            DefaultFullHttpResponse full = new DefaultFullHttpResponse(
+                    HttpVersion.HTTP_1_1, HttpResponseStatus.OK, Unpooled.buffer(0));
+            try {
+                put(new ModelServerResponse(full), text.array(), text.length());
+            } catch (IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            } finally {
+                full.release();
+            }
         }
 
         /** The warm-up's answer: read, so the JIT cannot drop the rendering as unused. */
