@@ -67,6 +67,7 @@ public class MetricsEndpoint extends ModelServerEndpoint {
             ScrapeText text = MetricsText.render(ContainerMetrics.byLabel(), MetricsText.registered());
             Body.put(rsp, text.array(), text.length());
         }
+        HeapTrim.scraped();
     }
 
     /**
@@ -104,6 +105,7 @@ public class MetricsEndpoint extends ModelServerEndpoint {
             logger.warn("metrics warm-up failed: {}", e.toString());
         }
         warm = true;
+        HeapTrim.note(); // the start's garbage goes back too, once things are quiet
     }
 
     /** Puts the scrape's text into MMS's answer. */

@@ -191,6 +191,9 @@ final class MetricsText {
         family(t, "mme_container_zygote_restarts_total", "counter",
                 "Times serve restarted the pre-warmed zygote after it exited");
         gauge(t, "mme_container_zygote_restarts_total", null, LEDGER.zygoteRestarts());
+        family(t, "mme_container_java_heap_trims_total", "counter",
+                "Full collections the Java front ran to give its heap back once requests were quiet");
+        gauge(t, "mme_container_java_heap_trims_total", null, HeapTrim.trims());
         family(t, "mme_container_metrics_tracked_models", "gauge",
                 "Model names with their own series (at most MME_METRICS_MAX_MODELS; past it: model=\"other\")");
         gauge(t, "mme_container_metrics_tracked_models", null, ContainerMetrics.tracked());
