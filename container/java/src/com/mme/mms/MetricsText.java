@@ -53,6 +53,14 @@ final class MetricsText {
                 "Invocations answered by the container, by model and HTTP status");
         Map<Integer, Long> sums = new TreeMap<>();
         for (Map.Entry<String, List<ModelStats>> g : groups.entrySet()) {
+            if (g.getValue().size() == 1) { // the usual case: no sums to make
+                String label = g.getKey();
+                g.getValue().get(0).byStatus.forEach((code, n) -> {
+                    sample(t, "mme_container_invocations_total", label, "status", null, code);
+                    t.value(n.sum()).append('\n');
+                });
+                continue;
+            }
             sums.clear();
             for (ModelStats s : g.getValue()) {
                 s.byStatus.forEach((code, n) -> sums.merge(code, n.sum(), Long::sum));

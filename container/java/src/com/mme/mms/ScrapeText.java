@@ -105,11 +105,36 @@ final class ScrapeText {
         return this;
     }
 
-    /** A sample value: whole numbers without a fraction, others as Java prints a double. */
+    /**
+     * A sample value: whole numbers without a fraction; positive ones below 1e9 (latency and load-time
+     * sums in seconds) to 9 decimals without a String per value; others as Java prints a double.
+     */
     ScrapeText value(double v) {
         if (v == Math.rint(v) && Math.abs(v) < 1e15) {
             return append((long) v);
         }
+        if (v > 0 && v < 1e9) {
+            long nanos = Math.round(v * 1e9);
+            append(nanos / 1_000_000_000L).append('.');
+            long frac = nanos % 1_000_000_000L;
+            int digits = 9;
+            while (digits > 1 && frac % 10 == 0) {
+                frac /= 10;
+                digits--;
+            }
+            for (long p = pow10(digits - 1); p > frac && p > 1; p /= 10) {
+                append('0'); // leading zeros of the fraction
+            }
+            return append(frac);
+        }
         return append(Double.toString(v));
+    }
+
+    private static long pow10(int n) {
+        long p = 1;
+        for (int i = 0; i < n; i++) {
+            p *= 10;
+        }
+        return p;
     }
 }
