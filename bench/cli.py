@@ -125,7 +125,7 @@ def measure(kind: str, models: list[BenchModel], args: argparse.Namespace, workd
         http.close()
         unloads = unload_all(http, models, f"{tag}: unload", time.monotonic() + args.phase_timeout, proto)
         wait_processes(server, idle.count, timeout_s=30)
-        # Memory settles once idle: our JVM runs a periodic GC after 3 s without one (G1PeriodicGCInterval),
+        # Memory settles once idle: our plugin runs one full GC 3 s after the last request (HeapTrim.java),
         # and only then gives its heap back. Wait past that for every server alike.
         time.sleep(max(args.settle_s, UNLOAD_SETTLE_S))
         after = server.snapshot()

@@ -1,6 +1,7 @@
 """Container-wide accounting of model memory, shared by every backend process through a directory.
 
-Each backend worker owns one model and records its measured bytes in `<dir>/<pid>`; a load sums the
+Each backend worker owns one model and records its measured bytes (and any library version skew) in
+`<dir>/<pid>`; a load sums the
 records of live processes to decide whether one more model fits the budget (else 507, as SageMaker
 expects so it can unload something and retry). The zygote removes a worker's record when it reaps it
 (`forget`); files of dead processes are swept as well, so a killed worker frees its share without any
@@ -10,6 +11,7 @@ coordinator. A record older than the process now holding its pid is a reused pid
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -84,8 +86,13 @@ class MemoryLedger:
         """Drop pid's record (its process ended)."""
         (self.dir / str(pid)).unlink(missing_ok=True)
 
-    def record(self, nbytes: int, label: str, pid: int | None = None) -> None:
+    def record(self, nbytes: int, label: str, pid: int | None = None,
+               skews: Iterable[tuple[str, str, str]] = ()) -> None:
+        """`BYTES NAME`, then one `skew\tLIBRARY\tWRITTEN\tINSTALLED` line per version skew the model was
+        loaded with: our MMS plugin reads them for GET /models/{name} and /metrics (LedgerReader.java)."""
         pid = os.getpid() if pid is None else pid
+        lines = [f"{nbytes} {label}"]
+        lines += ["\t".join(["skew", *(" ".join(str(f).split()) for f in skew)]) for skew in skews]
         tmp = self.dir / f".{pid}.tmp"
-        tmp.write_text(f"{nbytes} {label}\n")
+        tmp.write_text("\n".join(lines) + "\n")
         tmp.replace(self.dir / str(pid))

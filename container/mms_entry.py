@@ -17,6 +17,7 @@ from sklearn_mme.handler.cache import ModelCache
 from sklearn_mme.handler.errors import BadRequest, InferenceError, InsufficientMemory, error_body, to_error
 from sklearn_mme.handler.service import ModelService
 from sklearn_mme.handler.sizing import measure_bytes
+from sklearn_mme.handler.versions import Skew
 
 log = logging.getLogger("mme.entry")
 
@@ -28,11 +29,11 @@ _WIRING = Wiring.from_env()  # what serve checked and handed down
 _MAX_RESPONSE_BYTES = _WIRING.max_response_bytes - 64 * 1024
 
 
-def _check_room(name: str, nbytes: int) -> None:
+def _check_room(name: str, nbytes: int, skews: list[Skew]) -> None:
     """507 when this model would not fit: the configured budget, else what the machine has free.
 
-    Every loaded model is recorded in the container-wide ledger (pid -> bytes, name), which is
-    also how tools find the process that serves a model.
+    Every loaded model is recorded in the container-wide ledger (pid -> bytes, name, version skews),
+    which is also how tools (and our MMS plugin) find the process that serves a model.
     """
     budget = _WIRING.memory_budget_bytes
     ledger = MemoryLedger(_WIRING.state_dir) if _WIRING.state_dir else None
@@ -45,7 +46,7 @@ def _check_room(name: str, nbytes: int) -> None:
     elif psutil.virtual_memory().available < nbytes + _WIRING.memory_reserve_bytes:
         raise InsufficientMemory(f"model needs {nbytes} bytes and the machine has too little free memory")
     if ledger is not None:
-        ledger.record(nbytes, name)
+        ledger.record(nbytes, name, skews=[(s.library, s.written, s.installed) for s in skews])
 
 
 def _load(context) -> None:
@@ -55,7 +56,7 @@ def _load(context) -> None:
     service = _CACHE.get_or_load(model_dir, lambda: ModelService.load(model_dir))
     size = _CACHE.size_of(model_dir) or 0
     try:
-        _check_room(name, size)
+        _check_room(name, size, service.version_skew)
     except InsufficientMemory:
         _CACHE.evict(model_dir)
         raise

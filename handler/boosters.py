@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sklearn_mme.handler.errors import ModelLoadError
+
 XGBOOST_MODEL = "xgboost-model"  # the name SageMaker's XGBoost container writes and reads
 LIGHTGBM_MODEL = "model.txt"
 LIGHTGBM_SUFFIX = ".lgb"
@@ -62,8 +64,9 @@ class NativeBooster:
 
 
 def load_native(model_file: Path) -> object:
-    """`xgboost-model` (JSON, UBJSON, legacy binary, or a pickled Booster as older containers wrote) or a
-    LightGBM text model. Errors propagate; the caller turns them into a 400."""
+    """`xgboost-model` (JSON, UBJSON, or a pickled Booster as older containers wrote) or a LightGBM text
+    model. XGBoost 3 no longer reads its legacy binary format: such a file is a 400 saying how to convert
+    it. Other errors propagate; the caller turns them into a 400."""
     if model_file.name == XGBOOST_MODEL:
         raw = model_file.read_bytes()
         if raw.startswith(_PICKLE_PROTOCOL_2_PLUS):  # SageMaker's container tries pickle first, too
@@ -76,6 +79,8 @@ def load_native(model_file: Path) -> object:
             return pin_threads(model)
         import xgboost
 
+        if not raw.startswith(b"{"):  # JSON and UBJSON both open with "{"
+            raise ModelLoadError(legacy_binary_message(xgboost.__version__, raw.startswith(b"binf")))
         booster = xgboost.Booster()
         booster.load_model(bytearray(raw))  # the format is told by the bytes, not by a file extension
         booster.set_param("nthread", 1)
@@ -84,6 +89,15 @@ def load_native(model_file: Path) -> object:
 
     booster = lightgbm.Booster(model_file=str(model_file))  # it ignores params; predict passes num_threads
     return NativeBooster(booster, "lightgbm", None)
+
+
+def legacy_binary_message(installed: str, certain: bool) -> str:
+    """Why an `xgboost-model` in XGBoost's old binary format does not load, and how to convert it.
+    `certain`: the file has the "binf" header XGBoost 1.x-2.x wrote (pre-1.0 files have none)."""
+    what = "is in" if certain else "is neither JSON nor UBJSON: if it is a model, it is in"
+    return (f"{XGBOOST_MODEL} {what} XGBoost's legacy binary format, which XGBoost {installed} cannot "
+            "read: convert it with XGBoost < 3.0 (`b = xgboost.Booster(model_file='xgboost-model'); "
+            "b.save_model('xgboost-model.ubj')`, then rename it xgboost-model)")
 
 
 def xgboost_file_version(raw: bytes) -> str | None:

@@ -78,7 +78,7 @@ class Serve:
         out = {}
         for entry in (self.run_dir() / "ledger").iterdir():
             if entry.name.isdigit() and _running(int(entry.name)):
-                parts = entry.read_text().split(maxsplit=1)
+                parts = entry.read_text().split("\n", 1)[0].split(maxsplit=1)  # then: version skews
                 if len(parts) == 2:
                     out[parts[1].strip()] = int(entry.name)
         return out

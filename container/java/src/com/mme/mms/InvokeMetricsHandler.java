@@ -3,6 +3,7 @@ package com.mme.mms;
 import io.netty.channel.ChannelDuplexHandler;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelPromise;
+import io.netty.handler.codec.http.FullHttpResponse;
 import io.netty.handler.codec.http.HttpRequest;
 import io.netty.handler.codec.http.HttpResponse;
 import java.util.ArrayDeque;
@@ -11,6 +12,7 @@ import java.util.ArrayDeque;
  * One per connection, after MMS's HTTP aggregator: notes each request as it arrives and, when its
  * answer is written, hands status and latency to ContainerMetrics. HTTP/1.1 answers leave in request
  * order, so a queue pairs them. Netty calls both methods on the connection's event loop: no locks.
+ * Also adds the model's version skew to MMS's answer to GET /models/{name} (VersionSkewAnswers).
  */
 final class InvokeMetricsHandler extends ChannelDuplexHandler {
 
@@ -31,7 +33,16 @@ final class InvokeMetricsHandler extends ChannelDuplexHandler {
             if (code >= 200) { // not an interim 100 Continue
                 ContainerMetrics.Pending p = pending.poll();
                 if (p != null) {
-                    ContainerMetrics.end(p, code);
+                    boolean skew = false;
+                    if (msg instanceof FullHttpResponse) {
+                        FullHttpResponse full = (FullHttpResponse) msg;
+                        if (p.kind == ContainerMetrics.Kind.DESCRIBE && code == 200 && p.name != null) {
+                            msg = VersionSkewAnswers.describe(full, p.name);
+                        } else if (p.kind == ContainerMetrics.Kind.LOAD && code == 400) {
+                            skew = VersionSkewAnswers.refused(full);
+                        }
+                    }
+                    ContainerMetrics.end(p, code, skew);
                 }
             }
         }

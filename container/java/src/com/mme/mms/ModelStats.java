@@ -52,12 +52,13 @@ final class ModelStats {
         latencySum.add(seconds);
     }
 
-    void loadAnswered(int status, double seconds) {
+    void loadAnswered(int status, double seconds, boolean versionSkew) {
         if (status == 200) {
             loads.increment();
             loadSeconds.add(seconds);
         } else if (status != 409) { // 409: already loaded, which SageMaker takes as loaded
-            loadFailures.computeIfAbsent(cause(status), s -> new LongAdder()).increment();
+            String cause = versionSkew ? "version_skew" : cause(status);
+            loadFailures.computeIfAbsent(cause, s -> new LongAdder()).increment();
         }
     }
 
