@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 import psutil
 
@@ -48,6 +49,21 @@ def _check_room(name: str, nbytes: int) -> None:
         ledger.record(nbytes, name)
 
 
+def _one_model_room(name: str, key: str, nbytes: int) -> None:
+    _check_room(name, nbytes)
+
+
+# A shared host process (container/host_memory.py) swaps in its budget-bounded cache and room check.
+_ROOM: Callable[[str, str, int], None] = _one_model_room
+
+
+def serve_many(cache: ModelCache[ModelService], room: Callable[[str, str, int], None]) -> None:
+    """This process hosts many models: `cache` holds them; `room(name, key, nbytes)`, called once a model
+    is in the cache, makes room for it (evicting others) or raises InsufficientMemory."""
+    global _CACHE, _ROOM
+    _CACHE, _ROOM = cache, room
+
+
 def _load(context) -> None:
     props = context.system_properties
     model_dir = props.get("model_dir")
@@ -55,7 +71,7 @@ def _load(context) -> None:
     service = _CACHE.get_or_load(model_dir, lambda: ModelService.load(model_dir))
     size = _CACHE.size_of(model_dir) or 0
     try:
-        _check_room(name, size)
+        _ROOM(name, model_dir, size)
     except InsufficientMemory:
         _CACHE.evict(model_dir)
         raise

@@ -59,6 +59,8 @@ class Server:
             memory_budget_bytes=self.s.memory_budget_bytes,
             memory_reserve_bytes=self.s.memory_reserve_bytes,
             worker_memory_limit_bytes=self.s.worker_memory_limit_bytes,
+            host_count=self._host_count(),
+            host_max_artifact_bytes=self.s.host_max_artifact_bytes if self.s.backend == "hosts" else None,
             metrics_max_models=self.s.metrics_max_models,
             idle_connection_timeout_s=self.s.idle_connection_timeout_s,
             emf_interval_s=self.s.emf_interval_s,
@@ -68,6 +70,12 @@ class Server:
         env.setdefault("OMP_NUM_THREADS", "1")
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
         return env
+
+    def _host_count(self) -> int | None:
+        """MME_BACKEND=hosts: MME_HOSTS, else one host per core this process may run on."""
+        if self.s.backend != "hosts":
+            return None
+        return self.s.hosts or len(os.sched_getaffinity(0))
 
     def start_zygote(self) -> None:
         sock = self.run / "zygote.sock"
@@ -93,7 +101,7 @@ class Server:
         log(f"port {s.port}, backend {s.backend}, launcher {kind}, workers/model {s.workers_per_model}, "
             f"run dir {self.run}")
         cmd = mms_front.java_command(s, self.run, python)
-        if s.backend == "zygote":
+        if s.backend in ("zygote", "hosts"):
             self.start_zygote()
         # Java leads its own process group (its backends and launchers go down with it) but stays in our
         # session: with autogroup scheduling a new session would get its own CPU share apart from the workers.
