@@ -46,6 +46,9 @@ log = logging.getLogger("mme.hosts")
 DIED_MESSAGE = "The process serving the model died while answering this request"
 OOM_MESSAGE = "Insufficient memory: the model's host process was killed by the out-of-memory killer"
 MAX_ARTIFACT_FILES = 10_000  # a directory with more files than this is big whatever their sizes
+# A host that served this many connections and now has none is replaced by a fresh fork: Python's heap keeps
+# what hundreds of models fragmented (measured: +11 MB per host after 500 models came and went).
+RECYCLE_AFTER = 50
 
 
 @dataclass(eq=False)
@@ -67,6 +70,8 @@ class Host:
     state: HostState
     oom_kills: int
     conns: dict[int, Hosted] = field(default_factory=dict)
+    served: int = 0  # connections it was given
+    retiring: bool = False  # emptied after many models: takes no new ones, a fresh host replaces it
     ended: bool = False  # the zygote's loop skips events of ended things
 
 
@@ -138,7 +143,10 @@ class Hosts:
         """Hand MMS's new connection to `slot`'s model to a host; False: it gets a process of its own."""
         if self.stopping or not self.hosts or not self._hostable(slot):
             return False
-        host = min(self.hosts.values(), key=lambda h: len(h.conns))
+        open_hosts = [h for h in self.hosts.values() if not h.retiring]
+        if not open_hosts:
+            return False
+        host = min(open_hosts, key=lambda h: len(h.conns))
         hosted = Hosted(next(self.ids), slot, client, host)
         if not self._send(hosted, host):
             return False
@@ -164,6 +172,7 @@ class Hosts:
             return False
         hosted.host = host
         host.conns[hosted.id] = hosted
+        host.served += 1
         return True
 
     def from_host(self, host: Host) -> None:
@@ -196,7 +205,16 @@ class Hosts:
 
     def _forget(self, hosted: Hosted, close: bool = True) -> None:
         self.conns.pop(hosted.id, None)
-        hosted.host.conns.pop(hosted.id, None)
+        host = hosted.host
+        host.conns.pop(hosted.id, None)
+        if not host.conns and host.served >= RECYCLE_AFTER and not host.retiring and not self.stopping \
+                and host.pid in self.hosts:
+            host.retiring = True  # it drains and exits; its replacement takes new models from now on
+            try:
+                os.kill(host.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            self._spawn()
         if close:
             hosted.client.close()
         tmp_dir = getattr(hosted.slot.args, "tmp_dir", None)
@@ -218,10 +236,15 @@ class Hosts:
         host.ctl.close()
         step, conn_id = host.state.get()
         host.state.close()
-        if not self.stopping:
+        if host.retiring and not host.conns:
+            log.info("host %d emptied after %d models: replaced by a fresh one", pid, host.served)
+        elif not self.stopping:
             log.warning("host %d ended (%s) with %d connections: handing them to a fresh host", pid,
                         _describe(status), len(host.conns))
-        fresh = None if self.stopping else self._spawn()
+        fresh = None if self.stopping or host.retiring else self._spawn()
+        if fresh is None and not self.stopping:
+            fresh = min((h for h in self.hosts.values() if not h.retiring), key=lambda h: len(h.conns),
+                        default=None)
         oom = oom_kill_count() > host.oom_kills and os.WIFSIGNALED(status)
         for hosted in list(host.conns.values()):
             if hosted.id == conn_id and step == BUSY:

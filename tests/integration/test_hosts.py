@@ -227,3 +227,25 @@ def test_a_model_that_crashes_its_host_gets_500_then_a_process_of_its_own(tmp_pa
         assert len(survivors & after) == 2
         for name, (_, body, expected) in small_models.items():
             assert _predictions(serve.invoke(name, body, accept="application/json")) == expected, name
+
+
+def test_a_host_emptied_after_many_models_is_replaced_by_a_fresh_one(tmp_path: Path, small_models) -> None:
+    from sklearn_mme.container.hosts import RECYCLE_AFTER
+
+    dirs = [path for path, _, _ in small_models.values()]
+    with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="1") as serve:
+        (first,) = {p.pid for p in _children(serve)}
+        for i in range(RECYCLE_AFTER):
+            assert serve.load(f"churn{i}", dirs[i % len(dirs)]).status_code == 200
+        for i in range(RECYCLE_AFTER):
+            assert serve.unload(f"churn{i}").status_code == 200
+        deadline = time.monotonic() + 10  # the host drains (0.3 s idle), then exits and is reaped
+        while first in {p.pid for p in _children(serve)} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        hosts = {p.pid for p in _children(serve)}
+        assert first not in hosts and len(hosts) == 1
+        assert "replaced by a fresh one" in serve.log()
+        name, (path, body, expected) = next(iter(small_models.items()))
+        assert serve.load(name, path).status_code == 200
+        assert _predictions(serve.invoke(name, body, accept="application/json")) == expected
+        assert {p.pid for p in _children(serve)} == hosts  # served by the fresh host, no process of its own
