@@ -11,8 +11,8 @@ Before each step on a connection the host writes what it is doing into a page it
 error), or whether a frame was half read or half written (that connection cannot be resumed: close it, MMS
 restarts the model's worker), and hands every other connection to a fresh host.
 
-Control messages, zygote -> host: `A` + JSON {id, name, path, handler, tmp_dir} with the connection's fd;
-`D<id>` (the model was deleted). Host -> zygote: `L<id> <io name>` (loaded: the name MMS gave the model's
+Control messages, zygote -> host: `A` + JSON {id, name, path, handler, tmp_dir, decode} with the connection's
+fd; `D<id>` (the model was deleted). Host -> zygote: `L<id> <io name>` (loaded: the name MMS gave the model's
 stdout/stderr files), `X<id>` (the connection ended here).
 """
 
@@ -120,6 +120,8 @@ class HostLoop:
         return True
 
     def _adopt(self, info: dict, sock: socket.socket) -> None:
+        if info.get("decode") is not None:  # whether MMS's decoder turns JSON and text bodies into objects
+            os.environ["MMS_DECODE_INPUT_REQUEST"] = info["decode"]
         request = {"handler": info["handler"].encode(), "modelPath": info["path"].encode(),
                    "modelName": info["name"].encode()}
         # tcp with no bind: MMS's constructor would otherwise delete the model's socket file.

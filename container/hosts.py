@@ -49,6 +49,7 @@ MAX_ARTIFACT_FILES = 10_000  # a directory with more files than this is big what
 # A host that served this many connections and now has none is replaced by a fresh fork: Python's heap keeps
 # what hundreds of models fragmented (measured: +11 MB per host after 500 models came and went).
 RECYCLE_AFTER = 50
+DECODE_VAR = "MMS_DECODE_INPUT_REQUEST"  # MMS sets it per backend; its frame decoder reads it per request
 
 
 @dataclass(eq=False)
@@ -163,8 +164,9 @@ class Hosts:
 
     def _send(self, hosted: Hosted, host: Host) -> bool:
         args = hosted.slot.args
+        env = hosted.slot.request.get("env") or {}
         info = {"id": hosted.id, "name": args.model_name, "path": args.model_path, "handler": args.handler,
-                "tmp_dir": args.tmp_dir}
+                "tmp_dir": args.tmp_dir, "decode": env.get(DECODE_VAR)}
         try:
             socket.send_fds(host.ctl, [b"A" + json.dumps(info).encode()], [hosted.client.fileno()])
         except OSError as exc:
