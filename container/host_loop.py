@@ -140,8 +140,7 @@ class HostLoop:
         except (KeyError, ValueError):
             pass
         conn.sock.close()
-        if not any(other.path == conn.path for other in self.conns.values()):
-            self.memory.drop(conn.path)
+        self.memory.drop(conn.path, conn.name, last=not any(o.path == conn.path for o in self.conns.values()))
         if tell:
             self._say(b"X%d" % conn.id)
 

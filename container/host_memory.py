@@ -23,7 +23,6 @@ from sklearn_mme.handler.cache import ModelCache
 from sklearn_mme.handler.errors import InsufficientMemory
 
 log = logging.getLogger("mme.host")
-LEDGER_LABEL = "mme-host"  # not a model name: the plugin's per-model series skip it
 
 
 class HostMemory:
@@ -32,9 +31,12 @@ class HostMemory:
         self.reserve = wiring.memory_reserve_bytes
         self.ledger = MemoryLedger(wiring.state_dir) if wiring.state_dir else None
         self.cache: ModelCache = ModelCache(sizer=_sizer, on_evict=self._evicted)
+        # cache key (model dir) -> the names registered for it here (one load serves them all), for the ledger
+        self.names: dict[str, set[str]] = {}
 
     def room(self, name: str, key: str, nbytes: int) -> None:
         """`key` (`name`, `nbytes` measured) is in the cache: evict others until it fits, else raise 507."""
+        self.names.setdefault(key, set()).add(name)
         if self.budget:
             if nbytes > self.budget:
                 raise InsufficientMemory(f"model needs {nbytes} bytes, more than the whole "
@@ -53,13 +55,20 @@ class HostMemory:
             raise InsufficientMemory(f"model needs {nbytes} bytes and the machine has too little free memory")
         self.record()
 
-    def drop(self, key: str) -> None:
-        """The model's last connection here went (DELETE): free it now, not at the next eviction."""
-        self.cache.evict(key)
+    def drop(self, key: str, name: str, last: bool) -> None:
+        """A model's connection here went (DELETE); the `last` one for its directory frees it now."""
+        self.names.get(key, set()).discard(name)
+        if last:
+            self.names.pop(key, None)
+            self.cache.evict(key)
+        self.record()
 
     def record(self) -> None:
+        """One ledger line per model held: the budget's sum, and each model's bytes in GET /metrics."""
         if self.ledger is not None:
-            self.ledger.record(self.cache.stats().bytes_held, LEDGER_LABEL)
+            # Every name of a shared directory shows its bytes (the sum overcounts: on the safe side).
+            self.ledger.record_all([(self.cache.size_of(key) or 0, name) for key in self.cache.keys()
+                                    for name in sorted(self.names.get(key) or {key})])
 
     def _evicted(self, key: str, _value: object) -> None:
         log.debug("%s left the cache (it reloads from its directory on its next request)", key)

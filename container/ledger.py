@@ -1,10 +1,11 @@
 """Container-wide accounting of model memory, shared by every backend process through a directory.
 
-Each backend worker owns one model and records its measured bytes in `<dir>/<pid>`; a load sums the
-records of live processes to decide whether one more model fits the budget (else 507, as SageMaker
-expects so it can unload something and retry). The zygote removes a worker's record when it reaps it
-(`forget`); files of dead processes are swept as well, so a killed worker frees its share without any
-coordinator. A record older than the process now holding its pid is a reused pid's, not that process's.
+Each backend worker owns one model and records its measured bytes in `<dir>/<pid>` ("BYTES NAME"); a shared
+host process (hosts.py) records one such line per model it holds. A load sums the records of live processes
+to decide whether one more model fits the budget (else 507, as SageMaker expects so it can unload something
+and retry). The zygote removes a worker's record when it reaps it (`forget`); files of dead processes are
+swept as well, so a killed worker frees its share without any coordinator. A record older than the process
+now holding its pid is a reused pid's, not that process's.
 """
 
 from __future__ import annotations
@@ -65,9 +66,14 @@ class MemoryLedger:
                 entry.unlink(missing_ok=True)
                 continue
             try:
-                total += int(entry.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
+                lines = entry.read_text().splitlines()
+            except OSError:
                 continue
+            for line in lines:
+                try:
+                    total += int(line.split()[0])
+                except (ValueError, IndexError):
+                    continue
         return total
 
     @staticmethod
@@ -85,7 +91,11 @@ class MemoryLedger:
         (self.dir / str(pid)).unlink(missing_ok=True)
 
     def record(self, nbytes: int, label: str, pid: int | None = None) -> None:
+        self.record_all([(nbytes, label)], pid)
+
+    def record_all(self, entries: list[tuple[int, str]], pid: int | None = None) -> None:
+        """Replace pid's record by these (bytes, model name) lines."""
         pid = os.getpid() if pid is None else pid
         tmp = self.dir / f".{pid}.tmp"
-        tmp.write_text(f"{nbytes} {label}\n")
+        tmp.write_text("".join(f"{nbytes} {label}\n" for nbytes, label in entries))
         tmp.replace(self.dir / str(pid))

@@ -60,7 +60,14 @@ def _zygote(serve: Serve) -> psutil.Process:
 
 
 def _children(serve: Serve) -> list[psutil.Process]:
-    return [p for p in _zygote(serve).children() if p.status() != psutil.STATUS_ZOMBIE]
+    out = []
+    for proc in _zygote(serve).children():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(proc)
+        except psutil.NoSuchProcess:  # exited and reaped while we looked
+            pass
+    return out
 
 
 def _predictions(resp: requests.Response) -> list:
@@ -72,13 +79,12 @@ def _loads_of(serve: Serve, name: str) -> int:
 
 
 def _ledger(serve: Serve) -> dict[int, int]:
-    """pid -> bytes its host records in the memory ledger."""
+    """host pid -> bytes it records in the memory ledger (a "BYTES NAME" line per model it holds)."""
+    hosts = {p.pid for p in _children(serve)}
     out = {}
     for entry in (serve.run_dir() / "ledger").iterdir():
-        if entry.name.isdigit():
-            parts = entry.read_text().split()
-            if len(parts) == 2 and parts[1] == "mme-host":
-                out[int(entry.name)] = int(parts[0])
+        if entry.name.isdigit() and int(entry.name) in hosts:
+            out[int(entry.name)] = sum(int(line.split()[0]) for line in entry.read_text().splitlines())
     return out
 
 

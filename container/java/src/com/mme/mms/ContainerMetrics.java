@@ -449,7 +449,8 @@ final class ContainerMetrics {
     }
 
     /**
-     * The memory ledger (container/ledger.py): one file per backend process, "BYTES NAME". Read at
+     * The memory ledger (container/ledger.py): one file per backend process, a "BYTES NAME" line per model
+     * it holds (one for a model's own worker, many for a shared host). Read at
      * scrape time only, and again only when the directory changed; entries of dead processes are left
      * out (Python sweeps them on its next load).
      */
@@ -457,7 +458,7 @@ final class ContainerMetrics {
         private static final Path PROC = Paths.get("/proc");
         private final Path dir;
         private FileTime seen;
-        private Map<Long, Object[]> entries = Map.of(); // pid -> {name, bytes}
+        private Map<Long, List<Object[]>> entries = Map.of(); // pid -> [{name, bytes}, ...]
 
         Ledger(String dir) {
             this.dir = dir == null || dir.isEmpty() ? null : Paths.get(dir);
@@ -471,7 +472,7 @@ final class ContainerMetrics {
             try {
                 FileTime now = Files.getLastModifiedTime(dir);
                 if (!now.equals(seen)) {
-                    Map<Long, Object[]> fresh = new HashMap<>();
+                    Map<Long, List<Object[]>> fresh = new HashMap<>();
                     try (DirectoryStream<Path> ds = Files.newDirectoryStream(dir)) {
                         for (Path p : ds) {
                             String f = p.getFileName().toString();
@@ -479,11 +480,14 @@ final class ContainerMetrics {
                                 continue;
                             }
                             try {
-                                String[] parts = Files.readString(p).trim().split(" ", 2);
-                                if (parts.length == 2) {
-                                    fresh.put(Long.parseLong(f),
-                                            new Object[] {parts[1], Long.parseLong(parts[0])});
+                                List<Object[]> held = new ArrayList<>();
+                                for (String line : Files.readString(p).split("\n")) {
+                                    String[] parts = line.trim().split(" ", 2);
+                                    if (parts.length == 2) {
+                                        held.add(new Object[] {parts[1], Long.parseLong(parts[0])});
+                                    }
                                 }
+                                fresh.put(Long.parseLong(f), held);
                             } catch (IOException | NumberFormatException e) {
                                 // replaced or removed meanwhile
                             }
@@ -500,15 +504,17 @@ final class ContainerMetrics {
                 return out;
             }
             Set<Long> live = livePids();
-            for (Map.Entry<Long, Object[]> e : entries.entrySet()) {
-                // An unloaded model's worker may still be exiting (or a zombie, which /proc lists).
-                if (!registered.contains((String) e.getValue()[0])) {
+            for (Map.Entry<Long, List<Object[]>> e : entries.entrySet()) {
+                if (live == null
+                        ? !ProcessHandle.of(e.getKey()).map(ProcessHandle::isAlive).orElse(false)
+                        : !live.contains(e.getKey())) {
                     continue;
                 }
-                if (live == null
-                        ? ProcessHandle.of(e.getKey()).map(ProcessHandle::isAlive).orElse(false)
-                        : live.contains(e.getKey())) {
-                    out.merge((String) e.getValue()[0], (Long) e.getValue()[1], Long::sum);
+                for (Object[] held : e.getValue()) {
+                    // An unloaded model's worker may still be exiting (or a zombie, which /proc lists).
+                    if (registered.contains((String) held[0])) {
+                        out.merge((String) held[0], (Long) held[1], Long::sum);
+                    }
                 }
             }
             return out;
