@@ -152,10 +152,10 @@ class HostLoop:
 
     # -- MMS's messages -------------------------------------------------------------------------------
     def _serve(self, conn: Conn) -> None:
-        self.state.set(READING, conn.id)
         try:
-            if not conn.sock.recv(1, socket.MSG_PEEK):
+            if not conn.sock.recv(1, socket.MSG_PEEK):  # consumes nothing: a death here loses no frame
                 raise ConnectionError("MMS closed the connection")
+            self.state.set(READING, conn.id)
             cmd, msg = retrieve_msg(conn.sock)
         except (OSError, ValueError) as exc:
             self.state.set(IDLE)
@@ -164,25 +164,25 @@ class HostLoop:
             return
         self.state.set(BUSY, conn.id)
         if cmd == b"L":
-            answer, ok = self._load(conn, msg)
+            answer = self._load(conn, msg)
         else:
-            answer, ok = self._predict(conn, msg), True
+            answer = self._predict(conn, msg)
         self.state.set(WRITING, conn.id)
         try:
             conn.sock.sendall(answer)
         except OSError:
-            ok = False
-        self.state.set(IDLE)
-        if not ok:
-            # As a model's own worker does after a failed load: end the connection for every holder of it
-            # (the zygote keeps a copy), so MMS sees the worker gone.
+            # MMS is gone from this connection: end it for every holder (the zygote keeps a copy).
             try:
                 conn.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
             self._drop(conn, tell=True)
+        self.state.set(IDLE)
+        # A failed load keeps its connection: our MMS plugin unregisters the model, MMS kills its launcher,
+        # and the zygote's `D` ends it. Closing it here at once raced MMS reading the answer ("The model's
+        # worker stopped while loading", 500, instead of the load's own status).
 
-    def _load(self, conn: Conn, msg: dict) -> tuple[bytes, bool]:
+    def _load(self, conn: Conn, msg: dict) -> bytes:
         # MMS's stdout/stderr files: not made here. The front opens them itself ("rw" makes plain files,
         # whose readers end at once); the zygote removes them when the model goes.
         io_name = msg.pop("ioFileDescriptor", b"").decode("utf-8", "replace")
@@ -192,7 +192,7 @@ class HostLoop:
             self._say(b"L%d %s" % (conn.id, io_name.encode()))
         else:
             log.warning("model %s failed to load (%d): %s", conn.name, code, result)
-        return create_load_model_response(code, result), conn.loaded
+        return create_load_model_response(code, result)
 
     def _predict(self, conn: Conn, msg: list) -> bytes:
         if not conn.loaded:

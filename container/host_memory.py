@@ -67,8 +67,12 @@ class HostMemory:
         """One ledger line per model held: the budget's sum, and each model's bytes in GET /metrics."""
         if self.ledger is not None:
             # Every name of a shared directory shows its bytes (the sum overcounts: on the safe side).
-            self.ledger.record_all([(self.cache.size_of(key) or 0, name) for key in self.cache.keys()
-                                    for name in sorted(self.names.get(key) or {key})])
+            entries = [(self.cache.size_of(key) or 0, name) for key in self.cache.keys()
+                       for name in sorted(self.names.get(key) or {key})]
+            if entries:
+                self.ledger.record_all(entries)
+            else:
+                self.ledger.forget(os.getpid())  # holding nothing: no record, as a worker that ended
 
     def _evicted(self, key: str, _value: object) -> None:
         log.debug("%s left the cache (it reloads from its directory on its next request)", key)

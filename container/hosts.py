@@ -15,7 +15,7 @@ Who gets a process of its own instead (today's per-model path, container/model_f
 SAGEMAKER_MODEL_SERVER_WORKERS > 1 (its workers then share one copy), a model whose files on disk exceed
 MME_HOST_MAX_ARTIFACT (a big model is slow to predict and would hold up its host's other models), a second
 connection to a hosted model (MMS scaled it up: that worker loads its own copy), and a model whose request
-was in flight when its host died.
+was in flight when its host died or that got its host stuck past a DELETE or its response timeout.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import signal
 import socket
 import sys
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -84,8 +83,8 @@ class Hosts:
         self.workers_per_model = workers_per_model
         self.hosts: dict[int, Host] = {}
         self.conns: dict[int, Hosted] = {}
-        # id(slot) -> slot, weakly (Slot is an unhashable dataclass): models moved to a process of their own
-        self.own_process: dict[int, weakref.ref[Slot]] = {}
+        # Names of models that crashed or got stuck in a host: they get a process of their own from now on.
+        self.own_process: set[str] = set()
         self.ids = itertools.count(1)
         self.stopping = False
 
@@ -155,8 +154,7 @@ class Hosts:
         return True
 
     def _hostable(self, slot: Slot) -> bool:
-        own = self.own_process.get(id(slot))
-        if self.workers_per_model > 1 or (own is not None and own() is slot):
+        if self.workers_per_model > 1 or slot.args.model_name in self.own_process:
             return False
         if any(h.slot is slot for h in self.conns.values()):
             return False  # a second worker for a hosted model: MMS scaled it up
@@ -197,13 +195,25 @@ class Hosts:
             self._forget(hosted)
 
     def end_slot(self, slot: Slot) -> None:
-        """The model was deleted (its launcher went): its host drops it, and the connection closes."""
+        """The model was deleted (its launcher went): its host drops it, and the connection closes. A host
+        still busy with that model's request (MMS gave up on it: DELETE, or its response timeout) is stuck in
+        it and holds up its other models: it is killed, and they go to a fresh host."""
         for hosted in [h for h in self.conns.values() if h.slot is slot]:
+            host = hosted.host
+            stuck = host.state.get() in ((BUSY, hosted.id), (READING, hosted.id))
             try:
-                hosted.host.ctl.send(b"D%d" % hosted.id)
+                host.ctl.send(b"D%d" % hosted.id)
             except OSError:
                 pass
             self._forget(hosted)
+            if stuck and host.pid in self.hosts and not self.stopping:
+                self.own_process.add(slot.args.model_name)  # if MMS starts it again: not in a host
+                log.warning("host %d is stuck in a request of deleted model %s: replacing it", host.pid,
+                            slot.args.model_name)
+                try:
+                    os.kill(host.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def _forget(self, hosted: Hosted, close: bool = True) -> None:
         self.conns.pop(hosted.id, None)
@@ -269,8 +279,7 @@ class Hosts:
         if not hosted.loaded or self.stopping or slot.ended or slot.listener is None:
             hosted.client.close()  # it was the load: answered as failed, MMS unregisters the model
             return
-        self.own_process = {k: ref for k, ref in self.own_process.items() if ref() is not None}
-        self.own_process[id(slot)] = weakref.ref(slot)
+        self.own_process.add(slot.args.model_name)
         args = slot.args
         reload = {"modelName": args.model_name.encode(), "modelPath": args.model_path.encode(),
                   "handler": args.handler.encode()}
