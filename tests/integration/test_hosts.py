@@ -255,3 +255,43 @@ def test_a_host_emptied_after_many_models_is_replaced_by_a_fresh_one(tmp_path: P
         assert serve.load(name, path).status_code == 200
         assert _predictions(serve.invoke(name, body, accept="application/json")) == expected
         assert {p.pid for p in _children(serve)} == hosts  # served by the fresh host, no process of its own
+
+
+SLEEPY_PY = '''
+import time
+
+import numpy as np
+
+def predict_fn(data, model):
+    if np.any(data < 0):
+        time.sleep(3600)  # a request that never ends
+    return model.predict(data)
+'''
+
+
+def test_deleting_a_model_stuck_in_its_host_frees_the_hosts_other_models(tmp_path: Path,
+                                                                         small_models) -> None:
+    sleepy = examples.write_model_dir(examples.small_model(98), tmp_path / "models", "sleepy")
+    (sleepy / "code").mkdir()
+    (sleepy / "code" / "inference.py").write_text(SLEEPY_PY)
+    neighbour, (path, body, expected) = next(iter(small_models.items()))
+    with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="1",
+                       SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS="4") as serve:
+        assert serve.load("sleepy", sleepy).status_code == 200
+        assert serve.load(neighbour, path).status_code == 200
+        stuck: list[int] = []
+        client = threading.Thread(target=lambda: stuck.append(serve.http.post(
+            f"{serve.url}/models/sleepy/invoke", data="-1,3.5,1.4,0.2",
+            headers={"Content-Type": "text/csv"}, timeout=60).status_code))
+        client.start()
+        time.sleep(1.0)  # the one host is now stuck in sleepy's predict
+        t0 = time.monotonic()
+        assert serve.unload("sleepy").status_code == 200
+        client.join(30)
+        assert stuck and 500 <= stuck[0] < 600
+        # The neighbour answers at once afterwards: its host was replaced, not waited for.
+        resp = requests.post(f"{serve.url}/models/{neighbour}/invoke", data=body, timeout=10,
+                             headers={"Content-Type": "text/csv", "Accept": "application/json"})
+        assert resp.status_code == 200 and _predictions(resp) == expected
+        assert time.monotonic() - t0 < 4 + 5
+        assert "is stuck in a request of deleted model sleepy" in serve.log()
