@@ -27,6 +27,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 from dataclasses import dataclass
 
 from mms.protocol.otf_message_handler import create_load_model_response, create_predict_response, retrieve_msg
@@ -40,9 +41,13 @@ IDLE, READING, BUSY, WRITING = 0, 1, 2, 3
 
 
 class HostState:
-    """One shared page: (step, connection id). Written by the host, read by the zygote after the host died."""
+    """One shared page: (step, connection id) of the loop, and the connections whose load runs in a thread.
+    Written by the host, read by the zygote after the host died."""
 
     _FMT = struct.Struct("!BI")
+    _COUNT = struct.Struct("!H")
+    _LOADING_AT = 8
+    MAX_LOADING = (mmap.PAGESIZE - _LOADING_AT - _COUNT.size) // 4
 
     def __init__(self) -> None:
         self._map = mmap.mmap(-1, mmap.PAGESIZE)  # MAP_SHARED | MAP_ANONYMOUS: shared across the fork
@@ -53,6 +58,15 @@ class HostState:
     def get(self) -> tuple[int, int]:
         step, conn_id = self._FMT.unpack_from(self._map, 0)
         return step, conn_id
+
+    def set_loading(self, ids: set[int]) -> None:
+        at = self._LOADING_AT + self._COUNT.size
+        struct.pack_into(f"!{len(ids)}I", self._map, at, *sorted(ids))
+        self._COUNT.pack_into(self._map, self._LOADING_AT, len(ids))
+
+    def loading(self) -> list[int]:
+        (count,) = self._COUNT.unpack_from(self._map, self._LOADING_AT)
+        return list(struct.unpack_from(f"!{count}I", self._map, self._LOADING_AT + self._COUNT.size))
 
     def close(self) -> None:
         self._map.close()
@@ -76,6 +90,12 @@ class HostLoop:
         self.conns: dict[int, Conn] = {}
         self.memory = HostMemory(Wiring.from_env())
         self.stopping = False
+        # Loads run in threads, so a slow model_fn does not hold up the other models here; a finished load
+        # wakes the loop, which listens to its connection again (selectors are not thread-safe).
+        self.lock = threading.Lock()
+        self.loading: set[int] = set()
+        self.finished: list[Conn] = []
+        self.wake_r, self.wake_w = socket.socketpair()
 
     def run(self) -> int:
         from sklearn_mme.container import mms_entry
@@ -83,6 +103,7 @@ class HostLoop:
         mms_entry.serve_many(self.memory.cache, self.memory.room)
         signal.signal(signal.SIGTERM, self._stop)
         self.sel.register(self.ctl, selectors.EVENT_READ, None)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
         while True:
             # Draining (SIGTERM): answer what MMS already sent, leave once it has sent nothing for a moment.
             events = self.sel.select(timeout=DRAIN_IDLE_S if self.stopping else 1.0)
@@ -92,6 +113,8 @@ class HostLoop:
                 if key.data is None:
                     if not self._from_zygote():
                         return 0
+                elif key.data == "wake":
+                    self._loads_done()
                 elif key.data.id in self.conns:  # not dropped earlier in this batch
                     self._serve(key.data)
 
@@ -162,6 +185,10 @@ class HostLoop:
             log.info("connection of %s ended: %s", conn.name, exc)
             self._drop(conn, tell=True)
             return
+        if cmd == b"L" and len(self.loading) < HostState.MAX_LOADING:
+            self._load_in_thread(conn, msg)
+            self.state.set(IDLE)
+            return
         self.state.set(BUSY, conn.id)
         if cmd == b"L":
             answer = self._load(conn, msg)
@@ -181,6 +208,41 @@ class HostLoop:
         # A failed load keeps its connection: our MMS plugin unregisters the model, MMS kills its launcher,
         # and the zygote's `D` ends it. Closing it here at once raced MMS reading the answer ("The model's
         # worker stopped while loading", 500, instead of the load's own status).
+
+    def _load_in_thread(self, conn: Conn, msg: dict) -> None:
+        self.sel.unregister(conn.sock)  # MMS sends nothing more on it before the load's answer
+        with self.lock:
+            self.loading.add(conn.id)
+            self.state.set_loading(self.loading)
+
+        def load() -> None:
+            try:
+                answer = self._load(conn, msg)
+                conn.sock.sendall(answer)
+            except Exception:  # dropped meanwhile (DELETE), or a bug: the loop must hear of it either way
+                log.exception("load of %s ended badly", conn.name)
+            finally:
+                with self.lock:
+                    self.loading.discard(conn.id)
+                    self.state.set_loading(self.loading)
+                    self.finished.append(conn)
+                try:
+                    self.wake_w.send(b"!")
+                except OSError:
+                    pass
+
+        threading.Thread(target=load, name=f"load-{conn.id}", daemon=True).start()
+
+    def _loads_done(self) -> None:
+        try:
+            self.wake_r.recv(4096)
+        except OSError:
+            pass
+        with self.lock:
+            finished, self.finished = self.finished, []
+        for conn in finished:
+            if conn.id in self.conns:  # not dropped while it loaded
+                self.sel.register(conn.sock, selectors.EVENT_READ, conn)
 
     def _load(self, conn: Conn, msg: dict) -> bytes:
         # MMS's stdout/stderr files: not made here. The front opens them itself ("rw" makes plain files,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 import psutil
 
@@ -31,11 +32,16 @@ class HostMemory:
         self.reserve = wiring.memory_reserve_bytes
         self.ledger = MemoryLedger(wiring.state_dir) if wiring.state_dir else None
         self.cache: ModelCache = ModelCache(sizer=_sizer, on_evict=self._evicted)
+        self.lock = threading.RLock()  # loads run in threads (host_loop.py); evictions call back into record
         # cache key (model dir) -> the names registered for it here (one load serves them all), for the ledger
         self.names: dict[str, set[str]] = {}
 
     def room(self, name: str, key: str, nbytes: int) -> None:
         """`key` (`name`, `nbytes` measured) is in the cache: evict others until it fits, else raise 507."""
+        with self.lock:
+            self._room(name, key, nbytes)
+
+    def _room(self, name: str, key: str, nbytes: int) -> None:
         self.names.setdefault(key, set()).add(name)
         if self.budget:
             if nbytes > self.budget:
@@ -57,15 +63,18 @@ class HostMemory:
 
     def drop(self, key: str, name: str, last: bool) -> None:
         """A model's connection here went (DELETE); the `last` one for its directory frees it now."""
-        self.names.get(key, set()).discard(name)
-        if last:
-            self.names.pop(key, None)
-            self.cache.evict(key)
-        self.record()
+        with self.lock:
+            self.names.get(key, set()).discard(name)
+            if last:
+                self.names.pop(key, None)
+                self.cache.evict(key)
+            self.record()
 
     def record(self) -> None:
         """One ledger line per model held: the budget's sum, and each model's bytes in GET /metrics."""
-        if self.ledger is not None:
+        if self.ledger is None:
+            return
+        with self.lock:
             # Every name of a shared directory shows its bytes (the sum overcounts: on the safe side).
             entries = [(self.cache.size_of(key) or 0, name) for key in self.cache.keys()
                        for name in sorted(self.names.get(key) or {key})]

@@ -247,6 +247,7 @@ class Hosts:
             self.zygote.sel.unregister(host.ctl)
         host.ctl.close()
         step, conn_id = host.state.get()
+        loading = set(host.state.loading())
         host.state.close()
         if host.retiring and not host.conns:
             log.info("host %d emptied after %d models: replaced by a fresh one", pid, host.served)
@@ -259,8 +260,8 @@ class Hosts:
                         default=None)
         oom = oom_kill_count() > host.oom_kills and os.WIFSIGNALED(status)
         for hosted in list(host.conns.values()):
-            if hosted.id == conn_id and step == BUSY:
-                self._answer_in_flight(hosted, oom)
+            if (hosted.id == conn_id and step == BUSY) or hosted.id in loading:
+                self._answer_in_flight(hosted, oom)  # a load in a thread is answered as failed
             elif (hosted.id == conn_id and step in (READING, WRITING)) or fresh is None \
                     or not self._send(hosted, fresh):
                 self._forget(hosted)  # MMS sees the connection close and restarts the model's worker
