@@ -156,9 +156,10 @@ TIMEOUT = EnvVar("SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", _whole(1, 3600), "60"
                  "response timeout per request, in seconds")
 STARTUP = EnvVar("SAGEMAKER_STARTUP_TIMEOUT", _whole(1, 3600), "120",
                  "seconds the pre-warmed zygote may take to start")
-BACKEND = EnvVar("MME_BACKEND", _choice(BACKENDS), "zygote",
-                 "`hosts`: small models share a few pre-warmed host processes (MME_HOSTS); `vanilla`: a "
-                 "fresh Python per model, as stock MMS does (for comparison)")
+BACKEND = EnvVar("MME_BACKEND", _choice(BACKENDS), "hosts",
+                 "`hosts`: small models share a few pre-warmed host processes (MME_HOSTS); `zygote`: a "
+                 "forked worker per model; `vanilla`: a fresh Python per model, as stock MMS does (for "
+                 "comparison)")
 HOSTS = EnvVar("MME_HOSTS", _whole(1, 256), "",
                "with `MME_BACKEND=hosts`: how many shared host processes serve the small models",
                "usable cores")
