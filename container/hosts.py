@@ -36,7 +36,7 @@ from sklearn_mme.container.host_loop import BUSY, READING, WRITING, HostState
 from sklearn_mme.container.oom import oom_kill_count
 from sklearn_mme.container.procutil import die_with_parent
 from sklearn_mme.container.settings import WORKERS, Wiring
-from sklearn_mme.container.worker_process import leave_fork, reset_signals
+from sklearn_mme.container.worker_process import leave_fork, limit_worker_memory, reset_signals
 
 if TYPE_CHECKING:
     from sklearn_mme.container.zygote import Slot, Zygote
@@ -127,6 +127,8 @@ class Hosts:
                         os.close(int(name))
                     except OSError:
                         pass
+            # Per host, as per worker: past it an allocation is a MemoryError (507), not an OOM kill.
+            limit_worker_memory(Wiring.from_env().worker_memory_limit_bytes)
             return host_loop.run(ctl, state)
 
         leave_fork(body, "host")

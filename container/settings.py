@@ -177,8 +177,8 @@ MEMORY_BUDGET = EnvVar("MME_MEMORY_BUDGET", _size, "",
 MEMORY_RESERVE = EnvVar("MME_MEMORY_RESERVE_MB", _whole(0, 1024 * 1024), "64",
                         "without a budget: MB of available memory a load must leave (else 507)")
 WORKER_LIMIT = EnvVar("MME_WORKER_MEMORY_LIMIT", _size, "",
-                      "what one worker may allocate beyond the zygote's pages (e.g. `1GB`); past it a "
-                      "request answers 507 instead of drawing the OOM killer")
+                      "what one worker, or one shared host, may allocate beyond the zygote's pages (e.g. "
+                      "`1GB`); past it a request answers 507 instead of drawing the OOM killer")
 HANDLER = EnvVar("MME_HANDLER", _handler, "sklearn_mme.container.mms_entry:handle",
                  "the MMS service handler, MODULE:FUNCTION")
 JAVA_OPTS = EnvVar("MME_JAVA_OPTS", _java_opts, _JAVA_OPTS,
