@@ -295,3 +295,40 @@ def test_deleting_a_model_stuck_in_its_host_frees_the_hosts_other_models(tmp_pat
         assert resp.status_code == 200 and _predictions(resp) == expected
         assert time.monotonic() - t0 < 4 + 5
         assert "is stuck in a request of deleted model sleepy" in serve.log()
+
+
+SLOW_LOAD_PY = '''
+import os
+import time
+
+import joblib
+
+def model_fn(model_dir):
+    time.sleep(3)
+    return joblib.load(os.path.join(model_dir, "model.joblib"))
+'''
+
+
+def test_a_host_killed_during_a_load_answers_that_load_and_keeps_the_others(tmp_path: Path,
+                                                                            small_models) -> None:
+    slow = examples.write_model_dir(examples.small_model(97), tmp_path / "models", "slowload")
+    (slow / "code").mkdir()
+    (slow / "code" / "inference.py").write_text(SLOW_LOAD_PY)
+    neighbour, (path, body, expected) = next(iter(small_models.items()))
+    with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="1") as serve:
+        assert serve.load(neighbour, path).status_code == 200
+        (host,) = {p.pid for p in _children(serve)}
+        answer: list[requests.Response] = []
+        loader = threading.Thread(target=lambda: answer.append(serve.load("slowload", slow)))
+        loader.start()
+        time.sleep(1.5)  # the load sleeps in its thread: the host still answers its other models
+        t0 = time.monotonic()
+        resp = serve.invoke(neighbour, body, accept="application/json")
+        assert resp.status_code == 200 and _predictions(resp) == expected
+        assert time.monotonic() - t0 < 1.0
+        os.kill(host, signal.SIGKILL)
+        loader.join(30)
+        assert answer and answer[0].status_code == 500, answer and answer[0].text
+        assert serve.http.get(f"{serve.url}/models/slowload", timeout=10).status_code == 404
+        resp = serve.invoke(neighbour, body, accept="application/json")
+        assert resp.status_code == 200 and _predictions(resp) == expected
