@@ -4,7 +4,8 @@ Starts the Java front (MMS's ModelServer, configured in mms_front.py) directly r
 `multi-model-server` launcher, whose pid file in the temp dir forbids a second server per host. Each server
 gets a private run directory (config, Java temp dir, zygote socket, memory ledger), so several run side by
 side.
-With MME_BACKEND=zygote (default) models are forked from a pre-warmed zygote (see zygote.py);
+With MME_BACKEND=hosts (default) small models are served by a few host processes forked from a pre-warmed
+zygote (hosts.py), with zygote each model gets a worker forked from it (zygote.py);
 MME_BACKEND=vanilla gives each model a fresh interpreter, as stock MMS does, for comparison.
 SIGTERM stops Java, the zygote and every backend: nothing is left behind.
 """
