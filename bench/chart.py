@@ -16,6 +16,7 @@ Curve = list[list[float]]  # [[models loaded, PSS MB], ...]
 
 STYLE = {  # one look per server across charts; unknown kinds fall back to matplotlib's cycle
     "ours": ("tab:blue", "o"), "vanilla": ("tab:red", "s"), "ours-fresh": ("tab:purple", "^"),
+    "ours-hosts": ("tab:cyan", "P"),
     "mlserver": ("tab:green", "D"), "mlserver-inproc": ("tab:olive", "v"),
 }
 

@@ -25,11 +25,12 @@ from bench.interleave import TIMING_KEYS, interleaved_timing
 from bench.latency import run_latency
 from bench.models import BenchModel, make_models
 from bench.procmem import ROLES, role_delta_per_model
+from bench.reload import run_reload
 from bench.report import MB, ms
 from bench.scale import run_scale
 from bench.servers import UNLOAD_SETTLE_S, layout, make_server, remove_dir, wait_processes
 
-SERVER_KINDS = ("ours", "vanilla", "ours-fresh", "mlserver", "mlserver-inproc")
+SERVER_KINDS = ("ours", "vanilla", "ours-fresh", "ours-hosts", "mlserver", "mlserver-inproc")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -47,8 +48,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None,
                    help="alternating windows per server (default 10; quick 2)")
     p.add_argument("--servers", default=None,
-                   help="comma list of ours,vanilla,ours-fresh,mlserver,mlserver-inproc (default all; quick: "
-                        "ours,vanilla); mlserver runs from a venv the bench creates once (see README)")
+                   help="comma list of ours,vanilla,ours-fresh,ours-hosts,mlserver,mlserver-inproc (default "
+                        "all; quick: ours,vanilla); mlserver runs from a venv the bench creates once "
+                        "(see README)")
     p.add_argument("--quick", action="store_true", help="smoke mode: 3 models, 1 repeat, few invokes")
     p.add_argument("--scale", type=int, default=None, metavar="M",
                    help="instead: load M models into ours only; report total PSS and load times")
@@ -57,6 +59,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--latency", action="store_true",
                    help="instead: the warm path (issue 19): ours' per-stage breakdown, then latency and "
                         "throughput (8/32 clients, all models and one hot model) beside the peers")
+    p.add_argument("--reload", action="store_true",
+                   help="instead: MME_BACKEND=hosts, a budget of a few models: reload p50 of evicted models")
     p.add_argument("--scale-timeout", type=float, default=900.0, help="time budget of the scale loads (s)")
     p.add_argument("--scale-max-gb", type=float, default=12.0,
                    help="stop the scale loads once the container's PSS passes this (GB)")
@@ -228,6 +232,7 @@ def run_compare(args: argparse.Namespace, workdir: Path) -> tuple[str, dict]:
         "ours = container/serve (zygote forks); vanilla = multi-model-server launcher + sagemaker-inference "
         "handler + code/inference.py"
         + ("; ours-fresh = container/serve with MME_BACKEND=vanilla" if "ours-fresh" in runs else "")
+        + ("; ours-hosts = container/serve with MME_BACKEND=hosts" if "ours-hosts" in runs else "")
         + ("; mlserver = MLServer 1.7.1 + mlserver-sklearn, its default parallel_workers"
            if "mlserver" in runs else "")
         + ("; mlserver-inproc = the same with parallel_workers=0" if "mlserver-inproc" in runs else ""),
@@ -310,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             text, result = run_big(args, workdir)
         elif args.latency:
             text, result = run_latency(args, workdir)
+        elif args.reload:
+            text, result = run_reload(args, workdir)
         else:
             text, result = run_scale(args, workdir) if args.scale else run_compare(args, workdir)
         failed = False

@@ -163,8 +163,9 @@ class Ours(Server):
         super().__init__(workdir)
         self.backend = backend
         self.extra_env = dict(extra_env or {})
-        # MME_BACKEND=vanilla: our handler, but a fresh interpreter per model (shows where the gain is).
-        self.label = "ours" if backend == "zygote" else "ours-fresh"
+        # MME_BACKEND=vanilla: our handler, but a fresh interpreter per model (shows where the gain is);
+        # hosts: small models share a few host processes (container/hosts.py).
+        self.label = {"zygote": "ours", "vanilla": "ours-fresh"}.get(backend, f"ours-{backend}")
 
     def command(self) -> list[str]:
         return [str(SERVE)]
@@ -230,15 +231,16 @@ class VanillaMMS(Server):
 
 
 def make_server(kind: str, workdir: Path, ours_env: dict[str, str] | None = None) -> Server:
-    """`ours`, `vanilla`, `ours-fresh` (container/serve with MME_BACKEND=vanilla), `mlserver` or
-    `mlserver-inproc` (bench/mlserver.py), not yet started."""
+    """`ours`, `vanilla`, `ours-fresh` (container/serve with MME_BACKEND=vanilla), `ours-hosts`
+    (MME_BACKEND=hosts), `mlserver` or `mlserver-inproc` (bench/mlserver.py), not yet started."""
     if kind.startswith("mlserver"):
         from bench import mlserver  # imports this module
 
         return mlserver.make(kind, workdir)
     if kind == "vanilla":
         return VanillaMMS(workdir)
-    return Ours(workdir, backend="vanilla" if kind == "ours-fresh" else "zygote", extra_env=ours_env)
+    backend = {"ours-fresh": "vanilla", "ours-hosts": "hosts"}.get(kind, "zygote")
+    return Ours(workdir, backend=backend, extra_env=ours_env)
 
 
 def layout(kind: str) -> str:

@@ -1,11 +1,12 @@
 """Container-wide accounting of model memory, shared by every backend process through a directory.
 
-Each backend worker owns one model and records its measured bytes (and any library version skew) in
-`<dir>/<pid>`; a load sums the
-records of live processes to decide whether one more model fits the budget (else 507, as SageMaker
-expects so it can unload something and retry). The zygote removes a worker's record when it reaps it
-(`forget`); files of dead processes are swept as well, so a killed worker frees its share without any
-coordinator. A record older than the process now holding its pid is a reused pid's, not that process's.
+Each backend worker owns one model and records its measured bytes in `<dir>/<pid>` ("BYTES NAME", then one
+"skew TAB LIBRARY TAB WRITTEN TAB INSTALLED" line per library version skew it was loaded with); a shared
+host process (hosts.py) records such lines for every model it holds. A load sums the records of live processes
+to decide whether one more model fits the budget (else 507, as SageMaker expects so it can unload something
+and retry). The zygote removes a worker's record when it reaps it (`forget`); files of dead processes are
+swept as well, so a killed worker frees its share without any coordinator. A record older than the process
+now holding its pid is a reused pid's, not that process's.
 """
 
 from __future__ import annotations
@@ -67,9 +68,14 @@ class MemoryLedger:
                 entry.unlink(missing_ok=True)
                 continue
             try:
-                total += int(entry.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
+                lines = entry.read_text().splitlines()
+            except OSError:
                 continue
+            for line in lines:
+                try:
+                    total += int(line.split()[0])
+                except (ValueError, IndexError):
+                    continue
         return total
 
     @staticmethod
@@ -88,11 +94,18 @@ class MemoryLedger:
 
     def record(self, nbytes: int, label: str, pid: int | None = None,
                skews: Iterable[tuple[str, str, str]] = ()) -> None:
-        """`BYTES NAME`, then one `skew\tLIBRARY\tWRITTEN\tINSTALLED` line per version skew the model was
-        loaded with: our MMS plugin reads them for GET /models/{name} and /metrics (LedgerReader.java)."""
+        self.record_all([(nbytes, label, skews)], pid)
+
+    def record_all(self, entries: Iterable[tuple[int, str, Iterable[tuple[str, str, str]]]],
+                   pid: int | None = None) -> None:
+        """Replace pid's record: per model `BYTES NAME`, then one `skew\tLIBRARY\tWRITTEN\tINSTALLED` line per
+        version skew it was loaded with. Our MMS plugin reads them for GET /models/{name} and /metrics
+        (LedgerReader.java)."""
         pid = os.getpid() if pid is None else pid
-        lines = [f"{nbytes} {label}"]
-        lines += ["\t".join(["skew", *(" ".join(str(f).split()) for f in skew)]) for skew in skews]
+        lines = []
+        for nbytes, label, skews in entries:
+            lines.append(f"{nbytes} {label}")
+            lines += ["\t".join(["skew", *(" ".join(str(f).split()) for f in skew)]) for skew in skews]
         tmp = self.dir / f".{pid}.tmp"
         tmp.write_text("\n".join(lines) + "\n")
         tmp.replace(self.dir / str(pid))

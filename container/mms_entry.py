@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 import psutil
 
@@ -49,6 +50,22 @@ def _check_room(name: str, nbytes: int, skews: list[Skew]) -> None:
         ledger.record(nbytes, name, skews=[(s.library, s.written, s.installed) for s in skews])
 
 
+def _one_model_room(name: str, key: str, nbytes: int) -> None:
+    service = _CACHE.peek(key)
+    _check_room(name, nbytes, service.version_skew if service is not None else [])
+
+
+# A shared host process (container/host_memory.py) swaps in its budget-bounded cache and room check.
+_ROOM: Callable[[str, str, int], None] = _one_model_room
+
+
+def serve_many(cache: ModelCache[ModelService], room: Callable[[str, str, int], None]) -> None:
+    """This process hosts many models: `cache` holds them; `room(name, key, nbytes)`, called once a model
+    is in the cache, makes room for it (evicting others) or raises InsufficientMemory."""
+    global _CACHE, _ROOM
+    _CACHE, _ROOM = cache, room
+
+
 def _load(context) -> None:
     props = context.system_properties
     model_dir = props.get("model_dir")
@@ -56,7 +73,7 @@ def _load(context) -> None:
     service = _CACHE.get_or_load(model_dir, lambda: ModelService.load(model_dir))
     size = _CACHE.size_of(model_dir) or 0
     try:
-        _check_room(name, size, service.version_skew)
+        _ROOM(name, model_dir, size)
     except InsufficientMemory:
         _CACHE.evict(model_dir)
         raise

@@ -4,7 +4,8 @@ Starts the Java front (MMS's ModelServer, configured in mms_front.py) directly r
 `multi-model-server` launcher, whose pid file in the temp dir forbids a second server per host. Each server
 gets a private run directory (config, Java temp dir, zygote socket, memory ledger), so several run side by
 side.
-With MME_BACKEND=zygote (default) models are forked from a pre-warmed zygote (see zygote.py);
+With MME_BACKEND=hosts (default) small models are served by a few host processes forked from a pre-warmed
+zygote (hosts.py), with zygote each model gets a worker forked from it (zygote.py);
 MME_BACKEND=vanilla gives each model a fresh interpreter, as stock MMS does, for comparison.
 SIGTERM stops Java, the zygote and every backend: nothing is left behind.
 
@@ -64,6 +65,8 @@ class Server:
             memory_budget_bytes=self.s.memory_budget_bytes,
             memory_reserve_bytes=self.s.memory_reserve_bytes,
             worker_memory_limit_bytes=self.s.worker_memory_limit_bytes,
+            host_count=self._host_count(),
+            host_max_artifact_bytes=self.s.host_max_artifact_bytes if self.s.backend == "hosts" else None,
             metrics_max_models=self.s.metrics_max_models,
             idle_connection_timeout_s=self.s.idle_connection_timeout_s,
             max_connections=self.s.max_connections,
@@ -75,6 +78,12 @@ class Server:
         env.setdefault("OMP_NUM_THREADS", "1")
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
         return env
+
+    def _host_count(self) -> int | None:
+        """MME_BACKEND=hosts: MME_HOSTS, else one host per core this process may run on."""
+        if self.s.backend != "hosts":
+            return None
+        return self.s.hosts or len(os.sched_getaffinity(0))
 
     def start_zygote(self) -> None:
         sock = self.run / "zygote.sock"
@@ -100,7 +109,7 @@ class Server:
         log(f"port {s.port}, backend {s.backend}, launcher {kind}, workers/model {s.workers_per_model}, "
             f"run dir {self.run}")
         cmd = mms_front.java_command(s, self.run, python)
-        if s.backend == "zygote":
+        if s.backend in ("zygote", "hosts"):
             self.start_zygote()
         # Java leads its own process group (its backends and launchers go down with it) but stays in our
         # session: with autogroup scheduling a new session would get its own CPU share apart from the workers.

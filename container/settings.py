@@ -25,7 +25,7 @@ __all__ = ["EnvVar", "ServeSettings", "SettingsError", "VARIABLES", "Wiring", "p
 
 # MMS's Java front rejects ports from 32768 up ("Invalid port number"); say so up front.
 MAX_MMS_PORT = 32767
-BACKENDS = ("zygote", "vanilla")
+BACKENDS = ("zygote", "hosts", "vanilla")
 LAUNCHERS = ("auto", "c", "python")
 LOG_LEVELS = ("off", "fatal", "error", "warn", "info", "debug", "trace", "all")  # log4j2's
 _MB = 1024 * 1024
@@ -163,8 +163,16 @@ TIMEOUT = EnvVar("SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", _whole(1, 3600), "60"
                  "response timeout per request, in seconds")
 STARTUP = EnvVar("SAGEMAKER_STARTUP_TIMEOUT", _whole(1, 3600), "120",
                  "seconds the pre-warmed zygote may take to start")
-BACKEND = EnvVar("MME_BACKEND", _choice(BACKENDS), "zygote",
-                 "`vanilla`: a fresh Python per model, as stock MMS does (for comparison)")
+BACKEND = EnvVar("MME_BACKEND", _choice(BACKENDS), "hosts",
+                 "`hosts`: small models share a few pre-warmed host processes (MME_HOSTS); `zygote`: a "
+                 "forked worker per model; `vanilla`: a fresh Python per model, as stock MMS does (for "
+                 "comparison)")
+HOSTS = EnvVar("MME_HOSTS", _whole(1, 256), "",
+               "with `MME_BACKEND=hosts`: how many shared host processes serve the small models",
+               "usable cores")
+HOST_MAX_ARTIFACT = EnvVar("MME_HOST_MAX_ARTIFACT", _size, "8MiB",
+                           "with `MME_BACKEND=hosts`: a model whose files on disk add up to more gets its "
+                           "own process (so a slow big model does not hold up a host's other models)")
 LAUNCHER = EnvVar("MME_LAUNCHER", _choice(LAUNCHERS), "auto",
                   "`c` or `python` per-model launcher (`auto`: C when built)")
 LAUNCHER_BIN = EnvVar("MME_LAUNCHER_BIN", _executable, "",
@@ -176,8 +184,8 @@ MEMORY_BUDGET = EnvVar("MME_MEMORY_BUDGET", _size, "",
 MEMORY_RESERVE = EnvVar("MME_MEMORY_RESERVE_MB", _whole(0, 1024 * 1024), "64",
                         "without a budget: MB of available memory a load must leave (else 507)")
 WORKER_LIMIT = EnvVar("MME_WORKER_MEMORY_LIMIT", _size, "",
-                      "what one worker may allocate beyond the zygote's pages (e.g. `1GB`); past it a "
-                      "request answers 507 instead of drawing the OOM killer")
+                      "what one worker, or one shared host, may allocate beyond the zygote's pages (e.g. "
+                      "`1GB`); past it a request answers 507 instead of drawing the OOM killer")
 HANDLER = EnvVar("MME_HANDLER", _handler, "sklearn_mme.container.mms_entry:handle",
                  "the MMS service handler, MODULE:FUNCTION")
 JAVA_OPTS = EnvVar("MME_JAVA_OPTS", _java_opts, _JAVA_OPTS,
@@ -212,8 +220,8 @@ PYTHON = EnvVar("MME_PYTHON", _executable, "",
 # Every user-facing variable, the container's and the handler's: the README table lists exactly these.
 VARIABLES: tuple[EnvVar, ...] = (
     PORT, WORKERS, TIMEOUT, handler_settings.MAX_PAYLOAD, handler_settings.DEFAULT_ACCEPT,
-    handler_settings.DEFAULT_CONTENT, STARTUP, BACKEND, LAUNCHER, LAUNCHER_BIN, MEMORY_BUDGET, MEMORY_RESERVE,
-    WORKER_LIMIT, handler_settings.SKOPS_TRUSTED, handler_settings.PROGRAM,
+    handler_settings.DEFAULT_CONTENT, STARTUP, BACKEND, HOSTS, HOST_MAX_ARTIFACT, LAUNCHER, LAUNCHER_BIN,
+    MEMORY_BUDGET, MEMORY_RESERVE, WORKER_LIMIT, handler_settings.SKOPS_TRUSTED, handler_settings.PROGRAM,
     handler_settings.VERSION_SKEW, HANDLER, JAVA_OPTS, LOG_LEVEL, ACCESS_LOG_LEVEL, METRICS_MAX_MODELS,
     IDLE_CONNECTION_TIMEOUT, MAX_CONNECTIONS, EMF_INTERVAL, EMF_NAMESPACE, EMF_DIMENSIONS, STAGE_LOG, PYTHON,
 )
@@ -226,6 +234,8 @@ class ServeSettings:
     response_timeout_s: int
     startup_timeout_s: int
     backend: str
+    hosts: int | None
+    host_max_artifact_bytes: int
     launcher: str
     launcher_bin: str | None
     memory_budget_bytes: int | None
@@ -263,6 +273,8 @@ class ServeSettings:
             response_timeout_s=TIMEOUT.read(env),
             startup_timeout_s=STARTUP.read(env),
             backend=BACKEND.read(env),
+            hosts=HOSTS.read(env),
+            host_max_artifact_bytes=HOST_MAX_ARTIFACT.read(env),
             launcher=LAUNCHER.read(env),
             launcher_bin=LAUNCHER_BIN.read(env),
             memory_budget_bytes=MEMORY_BUDGET.read(env),
@@ -294,6 +306,8 @@ class Wiring:
     memory_budget_bytes: int | None = None
     memory_reserve_bytes: int = 64 * _MB
     worker_memory_limit_bytes: int | None = None
+    host_count: int | None = None  # MME_BACKEND=hosts: this many host processes (container/hosts.py)
+    host_max_artifact_bytes: int | None = None
     # Read by our MMS plugin (container/java, ContainerMetrics and EmfWriter), not by Python.
     metrics_max_models: int | None = None
     idle_connection_timeout_s: int | None = None  # RequestGuardInstaller
@@ -318,7 +332,7 @@ class Wiring:
         for f in fields(cls):
             raw = env.get(cls.env_name(f.name))
             if raw:
-                numeric = f.name.endswith(("_bytes", "_s", "_models", "_connections"))
+                numeric = f.name.endswith(("_bytes", "_s", "_models", "_connections", "_count"))
                 values[f.name] = int(raw) if numeric else raw
         return cls(**values)
 

@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 
 from sklearn_mme.container import launcher_wire, mms_protocol, worker_process
+from sklearn_mme.container.hosts import Hosts
 from sklearn_mme.container.ledger import MemoryLedger
 from sklearn_mme.container.model_forks import EarlyExits, ModelForks
 from sklearn_mme.container.oom import oom_kill_count
@@ -92,6 +93,7 @@ class Zygote:
         self.wake_r, self.wake_w = socket.socketpair()
         self.stopping = False
         self.early_exits = EarlyExits()
+        self.hosts = Hosts.from_env(self)  # MME_BACKEND=hosts: small models share host processes (hosts.py)
 
     def start(self) -> None:
         if os.path.exists(self.sock_path):
@@ -108,6 +110,8 @@ class Zygote:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
+        if self.hosts is not None:
+            self.hosts.start()
 
     def _on_term(self, *_: object) -> None:
         self.stopping = True
@@ -134,6 +138,8 @@ class Zygote:
                     self._fork_worker(slot)
                 elif kind == "loader":
                     self._from_loader(slot)
+                elif kind == "host":
+                    self.hosts.from_host(slot)
             self._reap()
         self.shutdown()
 
@@ -217,6 +223,8 @@ class Zygote:
     def _end(self, slot: Slot, status: int | None, sig: int = signal.SIGKILL) -> None:
         """Take a model down: its workers, its socket, its stdio; report `status` to the launcher."""
         slot.ended = True
+        if self.hosts is not None:
+            self.hosts.end_slot(slot)
         for pid in list(slot.workers):
             if sig == signal.SIGKILL:
                 end_tree(pid)  # and what its model started: a worker ends that only when it exits itself
@@ -264,6 +272,8 @@ class Zygote:
             try:
                 client, _ = slot.listener.accept()
             except OSError:
+                return
+            if self.hosts is not None and self.hosts.take(slot, client):
                 return
             if slot.forks.ctl is not None:
                 if not (slot.forks.ready and slot.forks.ask(client)):
@@ -339,6 +349,8 @@ class Zygote:
                     other.listener.close()
                 if other is not slot:
                     launcher_wire.close_fds(other.fds)
+            if self.hosts is not None:
+                self.hosts.close_in_child()
             for sock in (self.listener, self.wake_r, self.wake_w):
                 if sock is not None:
                     sock.close()
@@ -356,6 +368,8 @@ class Zygote:
                 return
             if pid == 0:
                 return
+            if self.hosts is not None and self.hosts.reaped(pid, status):
+                continue
             worker = self.workers.pop(pid, None)
             if worker is not None:
                 worker.slot.workers.discard(pid)
@@ -429,6 +443,8 @@ class Zygote:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + drain_s
+        if self.hosts is not None:
+            self.hosts.shutdown(deadline)
         while self.workers and time.monotonic() < deadline:
             self._reap()
             time.sleep(0.02)

@@ -228,6 +228,12 @@ class ModelCache(Generic[T]):
         with self._lock:
             return list(self._entries)
 
+    def peek(self, key: str) -> T | None:
+        """The value for ``key``, or None if absent, without changing the order or the counters."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return None if entry is None else entry.value
+
     def size_of(self, key: str) -> int | None:
         """Measured size in bytes of ``key``'s value, or None if absent (does not change the order)."""
         with self._lock:

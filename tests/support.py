@@ -74,13 +74,15 @@ class Serve:
         raise AssertionError("serve did not log its run dir")
 
     def model_pids(self) -> dict[str, int]:
-        """Model name -> pid of the worker process serving it (from the container's memory ledger)."""
+        """Model name -> pid of the process serving it (from the container's memory ledger: a "BYTES NAME"
+        line per model, several in a shared host's record)."""
         out = {}
         for entry in (self.run_dir() / "ledger").iterdir():
             if entry.name.isdigit() and _running(int(entry.name)):
-                parts = entry.read_text().split("\n", 1)[0].split(maxsplit=1)  # then: version skews
-                if len(parts) == 2:
-                    out[parts[1].strip()] = int(entry.name)
+                for line in entry.read_text().splitlines():
+                    parts = line.split(maxsplit=1)
+                    if len(parts) == 2 and parts[0].isdigit():  # not a version skew line
+                        out[parts[1].strip()] = int(entry.name)
         return out
 
     def stop(self, timeout: float = 30) -> int:

@@ -76,3 +76,19 @@ def test_table_shows_every_metric_ratios_and_targets(quick_run: tuple[dict, str]
     assert {t.metric for t in report.TARGETS} == set(result["targets"])
     assert all(t["pass"] in (True, False) for t in result["targets"].values())
     assert stdout.count("PASS") + stdout.count("FAIL") == len(report.TARGETS)
+
+
+@pytest.mark.mms
+def test_reload_mode_measures_evicted_and_cached_invokes(tmp_path: Path) -> None:
+    out = tmp_path / "reload.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--reload", "--models", "8", "--invokes", "80", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, f"bench failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    result = json.loads(out.read_text())
+    metrics = result["metrics"]
+    assert result["mode"] == "reload" and metrics["models"] == 8
+    # Every request of the round-robin reloaded its model: slower than a cached one, each answer checked.
+    assert metrics["miss_p50_ms"] > metrics["hit_p50_ms"] > 0
+    assert "reload p50" in proc.stdout

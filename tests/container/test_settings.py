@@ -29,6 +29,8 @@ MALFORMED = {
     "MME_DEFAULT_CONTENT_TYPE": "text/html",
     "SAGEMAKER_STARTUP_TIMEOUT": "2m",
     "MME_BACKEND": "torchserve",
+    "MME_HOSTS": "0",
+    "MME_HOST_MAX_ARTIFACT": "big",
     "MME_LAUNCHER": "rust",
     "MME_LAUNCHER_BIN": "/nonexistent/mme-launcher",
     "MME_MEMORY_BUDGET": "lots",

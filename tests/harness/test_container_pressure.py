@@ -72,7 +72,9 @@ def test_507_unloads_lru_and_retries_with_counts_matching_the_container(tmp_path
     store = tmp_path / "store"
     keys = [package(d, store / f"{ex.name}.tar.gz").name for d, ex in zip(dirs, models, strict=True)]
 
-    h = start_harness(tmp_path, store, env={"MME_MEMORY_BUDGET": str(budget)})
+    # One model per process: there the budget answers 507 at load. Hosts evict their own LRU models instead
+    # and keep them registered (tests/integration/test_hosts.py).
+    h = start_harness(tmp_path, store, env={"MME_MEMORY_BUDGET": str(budget), "MME_BACKEND": "zygote"})
     try:
         client = runtime_client(h.url)
         for i in range(INVOKES):

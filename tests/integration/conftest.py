@@ -39,10 +39,11 @@ def model_root(tmp_path_factory: pytest.TempPathFactory, trained: dict[str, exam
     return root
 
 
-@pytest.fixture(scope="module", params=["zygote", "zygote-python-launcher", "vanilla"])
+@pytest.fixture(scope="module", params=["zygote", "zygote-python-launcher", "hosts", "vanilla"])
 def serve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """The container with each backend: the pre-warmed zygote (default, with the compiled launcher
-    and with its Python fallback) and a fresh interpreter per model (MMS's way)."""
+    """The container with each backend: a worker forked per model from the pre-warmed zygote (with the
+    compiled launcher and with its Python fallback), shared host processes (the default), and a fresh
+    interpreter per model (MMS's way)."""
     env = {"MME_BACKEND": request.param.split("-")[0]}
     if request.param == "zygote-python-launcher":
         env["MME_LAUNCHER"] = "python"

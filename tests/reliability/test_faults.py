@@ -52,7 +52,9 @@ class RequestsHung(AssertionError):
 
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
-    env = {"SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": str(RESPONSE_TIMEOUT_S)}
+    # MME_BACKEND=zygote: these kill a model's own worker and expect the other models' workers untouched; a
+    # host's death and a stuck hosted model are tests/integration/test_hosts.py's.
+    env = {"SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": str(RESPONSE_TIMEOUT_S), "MME_BACKEND": "zygote"}
     with running_serve(tmp_path_factory.mktemp("faults"), **env) as server:
         yield server
 

@@ -5,6 +5,7 @@ import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
+import java.nio.file.attribute.BasicFileAttributes;
 import java.nio.file.attribute.FileTime;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -15,11 +16,11 @@ import java.util.Set;
 
 /**
  * The memory ledger (container/ledger.py) as the plugin reads it: one file per backend process, named
- * by its pid, "BYTES NAME" on the first line and then one "skew\tLIBRARY\tWRITTEN\tINSTALLED" line per
- * library version skew the handler found when it loaded the model (handler/versions.py). Read at scrape
- * time and for GET /models/{name}; the directory is listed again only when it changed, and then only
- * the records of new pids are read (a record is written once per process; a pid is not reused while
- * its record exists, as the zygote removes the record when it reaps the process).
+ * by its pid, holding per model a "BYTES NAME" line and then one "skew\tLIBRARY\tWRITTEN\tINSTALLED" line
+ * per library version skew the handler found when it loaded the model (handler/versions.py); a model's own
+ * worker holds one model, a shared host many. Read at scrape time and for GET /models/{name}; the
+ * directory is listed again only when it changed (a record is replaced by a rename, which changes it),
+ * and then only the files that are new or were replaced (another inode) are read again.
  */
 final class LedgerReader {
 
@@ -36,7 +37,7 @@ final class LedgerReader {
         }
     }
 
-    /** One process's record. */
+    /** One model in a process's record. */
     static final class Entry {
         final long pid;
         final String name;
@@ -54,41 +55,66 @@ final class LedgerReader {
     private static final Path PROC = Paths.get("/proc");
     private final Path dir;
     private FileTime seen;
-    private Map<Long, Entry> entries = Map.of();
+    /** A file as last read: which inode it was, and the models it listed. */
+    private static final class Record {
+        final Object fileKey;
+        final List<Entry> models;
+
+        Record(Object fileKey, List<Entry> models) {
+            this.fileKey = fileKey;
+            this.models = models;
+        }
+    }
+
+    private Map<Long, Record> records = Map.of();
+    private List<Entry> entries = List.of();
 
     LedgerReader(String dir) {
         this.dir = dir == null || dir.isEmpty() ? null : Paths.get(dir);
     }
 
-    /** The records now in the directory (read again only if it changed since the last call). */
-    synchronized Map<Long, Entry> entries() {
+    /** The models the records now in the directory list (read again only if it changed). */
+    synchronized List<Entry> entries() {
         if (dir == null) {
-            return Map.of();
+            return List.of();
         }
         try {
             FileTime now = Files.getLastModifiedTime(dir);
             if (!now.equals(seen)) {
-                Map<Long, Entry> fresh = new HashMap<>();
+                Map<Long, Record> fresh = new HashMap<>();
+                List<Entry> all = new ArrayList<>();
                 try (DirectoryStream<Path> ds = Files.newDirectoryStream(dir)) {
                     for (Path p : ds) {
                         long pid = pid(p.getFileName().toString());
                         if (pid < 0) {
                             continue;
                         }
-                        Entry known = entries.get(pid);
-                        Entry e = known != null ? known : read(pid, p);
-                        if (e != null) {
-                            fresh.put(pid, e);
+                        Object key = fileKey(p);
+                        Record known = records.get(pid);
+                        Record r = known != null && key != null && key.equals(known.fileKey)
+                                ? known : read(pid, p, key);
+                        if (r != null) {
+                            fresh.put(pid, r);
+                            all.addAll(r.models);
                         }
                     }
                 }
-                entries = fresh;
+                records = fresh;
+                entries = all;
                 seen = now;
             }
         } catch (IOException e) {
-            return Map.of();
+            return List.of();
         }
         return entries;
+    }
+
+    private static Object fileKey(Path p) {
+        try {
+            return Files.readAttributes(p, BasicFileAttributes.class).fileKey();
+        } catch (IOException e) {
+            return null;
+        }
     }
 
     private static long pid(String file) {
@@ -104,21 +130,25 @@ final class LedgerReader {
         return Long.parseLong(file);
     }
 
-    private static Entry read(long pid, Path p) {
+    private static Record read(long pid, Path p, Object key) {
         try {
-            String[] lines = Files.readString(p).split("\n");
-            String[] first = lines[0].trim().split(" ", 2);
-            if (first.length != 2) {
-                return null;
-            }
-            List<Skew> skews = new ArrayList<>(0);
-            for (int i = 1; i < lines.length; i++) {
-                String[] f = lines[i].split("\t");
+            List<Entry> models = new ArrayList<>(1);
+            List<Skew> skews = null; // the skew lines that follow belong to the model line before them
+            for (String line : Files.readString(p).split("\n")) {
+                String[] f = line.split("\t");
                 if (f.length == 4 && f[0].equals("skew")) {
-                    skews.add(new Skew(f[1], f[2], f[3]));
+                    if (skews != null) {
+                        skews.add(new Skew(f[1], f[2], f[3]));
+                    }
+                    continue;
+                }
+                String[] model = line.trim().split(" ", 2);
+                if (model.length == 2) {
+                    skews = new ArrayList<>(0);
+                    models.add(new Entry(pid, model[1], Long.parseLong(model[0]), skews));
                 }
             }
-            return new Entry(pid, first[1], Long.parseLong(first[0]), skews);
+            return new Record(key, models);
         } catch (IOException | NumberFormatException e) {
             return null; // replaced or removed meanwhile
         }
@@ -129,13 +159,13 @@ final class LedgerReader {
      * exiting (or a zombie, which /proc lists); Python sweeps dead processes' records on its next load.
      */
     List<Entry> live(Set<String> registered) {
-        Map<Long, Entry> all = entries();
+        List<Entry> all = entries();
         List<Entry> out = new ArrayList<>();
         if (all.isEmpty()) {
             return out;
         }
         Set<Long> pids = livePids();
-        for (Entry e : all.values()) {
+        for (Entry e : all) {
             if (registered.contains(e.name)
                     && (pids == null ? alive(e.pid) : pids.contains(e.pid))) {
                 out.add(e);
@@ -146,7 +176,7 @@ final class LedgerReader {
 
     /** The skews recorded by the live process(es) of one model: for GET /models/{name}. */
     List<Skew> skewsOf(String name) {
-        for (Entry e : entries().values()) {
+        for (Entry e : entries()) {
             if (e.name.equals(name) && alive(e.pid)) {
                 return e.skews;
             }

@@ -1,0 +1,334 @@
+"""MME_BACKEND=hosts (issue 13): the long tail of small models served by two shared host processes.
+
+Real MMS, real zygote, real hosts: many models answer correctly from two processes; a model evicted from its
+host's cache reloads from its directory on its next request; a host SIGKILLed mid-traffic costs at most the
+request it had in hand and every model answers again; DELETE drops a hosted model; a model bigger than the
+whole budget answers 507 and is not left registered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from sklearn_mme.container import examples
+from tests.support import Serve, running_serve
+
+pytestmark = pytest.mark.mms
+N_MODELS = 12
+
+
+@pytest.fixture(scope="module")
+def small_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str, list[int]]]:
+    """name -> (model dir, a CSV body of 3 rows, the probabilities a fresh in-process model gives, rounded):
+    each model's own, so an answer from the wrong model would show."""
+    root = tmp_path_factory.mktemp("small")
+    out = {}
+    for seed in range(N_MODELS):
+        ex = examples.small_model(seed)
+        rows = ex.X[:3]
+        body = "\n".join(",".join(repr(float(v)) for v in row) for row in rows)
+        out[f"tail{seed:02d}"] = (examples.write_model_dir(ex, root, f"tail{seed:02d}"), body,
+                                  _rounded(ex.model.predict_proba(rows).tolist()))
+    assert len({str(p) for _, _, p in out.values()}) == N_MODELS
+    return out
+
+
+def _rounded(probabilities: list[list[float]]) -> list:
+    return [[round(p, 9) for p in row] for row in probabilities]
+
+
+def _zygote(serve: Serve) -> psutil.Process:
+    run = str(serve.run_dir())
+    for proc in psutil.Process(serve.proc.pid).children(recursive=True):
+        try:
+            cmd = proc.cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        if "sklearn_mme.container.zygote" in cmd and any(run in part for part in cmd) \
+                and proc.ppid() == serve.proc.pid:
+            return proc
+    raise AssertionError("no zygote")
+
+
+def _children(serve: Serve) -> list[psutil.Process]:
+    out = []
+    for proc in _zygote(serve).children():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(proc)
+        except psutil.NoSuchProcess:  # exited and reaped while we looked
+            pass
+    return out
+
+
+def _predictions(resp: requests.Response) -> list:
+    return _rounded(json.loads(resp.content)["probabilities"])
+
+
+def _loads_of(serve: Serve, name: str) -> int:
+    return sum(1 for line in serve.log().splitlines() if f"loaded {name} from " in line)
+
+
+def _ledger(serve: Serve) -> dict[int, int]:
+    """host pid -> bytes it records in the memory ledger (a "BYTES NAME" line per model it holds)."""
+    hosts = {p.pid for p in _children(serve)}
+    out = {}
+    for entry in (serve.run_dir() / "ledger").iterdir():
+        if entry.name.isdigit() and int(entry.name) in hosts:
+            out[int(entry.name)] = sum(int(line.split()[0]) for line in entry.read_text().splitlines())
+    return out
+
+
+def test_many_models_answer_from_two_host_processes(tmp_path: Path, small_models) -> None:
+    with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="2") as serve:
+        assert len(_children(serve)) == 2  # the hosts, forked once the zygote was warm
+        for name, (path, _, _) in small_models.items():
+            assert serve.load(name, path).status_code == 200, name
+        for name, (_, body, expected) in small_models.items():
+            resp = serve.invoke(name, body, accept="application/json")
+            assert resp.status_code == 200, resp.text
+            assert _predictions(resp) == expected, name
+        # Twelve models, and still only the two hosts: no process per model.
+        assert len(_children(serve)) == 2
+        held = _ledger(serve)
+        assert len(held) == 2 and all(size > 0 for size in held.values())  # both hosts hold models
+        # DELETE drops a hosted model: 404 afterwards, and its host no longer counts its bytes.
+        name = next(iter(small_models))
+        before = sum(_ledger(serve).values())
+        assert serve.unload(name).status_code == 200
+        assert serve.invoke(name, small_models[name][1]).status_code == 404
+        assert sum(_ledger(serve).values()) < before
+        other = list(small_models)[1]
+        assert _predictions(serve.invoke(other, small_models[other][1], accept="application/json")) \
+            == small_models[other][2]
+
+
+def test_an_evicted_model_reloads_from_its_directory_on_its_next_request(tmp_path: Path,
+                                                                        small_models) -> None:
+    one = examples.small_model(0).model
+    from sklearn_mme.handler.sizing import measure_bytes
+
+    budget = measure_bytes(one) * 3 + 100  # about three small models in all
+    with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="2", MME_MEMORY_BUDGET=str(budget)) as serve:
+        for name, (path, _, _) in small_models.items():
+            assert serve.load(name, path).status_code == 200, serve.log()[-2000:]
+        assert sum(_ledger(serve).values()) <= budget  # the hosts evicted to stay within it
+        first = next(iter(small_models))
+        loads = _loads_of(serve, first)
+        _, body, expected = small_models[first]
+        resp = serve.invoke(first, body, accept="application/json")
+        assert resp.status_code == 200, resp.text
+        assert _predictions(resp) == expected
+        assert _loads_of(serve, first) == loads + 1  # it had been evicted: loaded again, from its directory
+        for name, (_, body, expected) in small_models.items():  # every one, each evicting another
+            assert _predictions(serve.invoke(name, body, accept="application/json")) == expected, name
+        assert sum(_ledger(serve).values()) <= budget
+
+
+def test_a_model_bigger_than_the_whole_budget_answers_507_and_is_not_registered(tmp_path: Path,
+                                                                                small_models) -> None:
+    name, (path, body, expected) = next(iter(small_models.items()))
+    with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="2", MME_MEMORY_BUDGET="200") as serve:
+        resp = serve.load(name, path)
+        assert resp.status_code == 507, resp.text
+        assert "more than the whole" in resp.json()["message"]
+        assert serve.http.get(f"{serve.url}/models/{name}", timeout=10).status_code == 404
+        assert len(_children(serve)) == 2  # the host is still there, serving nothing
+
+
+def test_a_host_killed_mid_traffic_costs_at_most_the_request_in_hand(tmp_path: Path, small_models) -> None:
+    with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="2") as serve:
+        for name, (path, _, _) in small_models.items():
+            assert serve.load(name, path).status_code == 200
+        hosts_before = {p.pid for p in _children(serve)}
+        victim = max(_ledger(serve))  # a host holding models
+        stop = threading.Event()
+        results: list[tuple[str, int, list | None]] = []
+        lock = threading.Lock()
+
+        def client(names: list[str]) -> None:
+            http = requests.Session()
+            while not stop.is_set():
+                for name in names:
+                    _, body, _ = small_models[name]
+                    resp = http.post(f"{serve.url}/models/{name}/invoke", data=body, timeout=60,
+                                     headers={"Content-Type": "text/csv", "Accept": "application/json"})
+                    got = _predictions(resp) if resp.status_code == 200 else None
+                    with lock:
+                        results.append((name, resp.status_code, got))
+
+        names = list(small_models)
+        threads = [threading.Thread(target=client, args=(names[i::4],)) for i in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        with lock:
+            before_kill = len(results)
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(2.0)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        assert before_kill > 0 and len(results) > before_kill + 8  # traffic went on after the kill
+        wrong = [(n, got) for n, status, got in results if status == 200 and got != small_models[n][2]]
+        assert wrong == []
+        failed = [(n, status) for n, status, _ in results if status != 200]
+        assert len(failed) <= 1, failed  # a host answers one request at a time: at most that one failed
+        assert all(status == 500 for _, status in failed)
+        # A fresh host took the dead one's place, and every model answers.
+        after = {p.pid for p in _children(serve)}
+        assert victim not in after and len(after & hosts_before) >= 1
+        for name, (_, body, expected) in small_models.items():
+            resp = serve.invoke(name, body, accept="application/json")
+            assert resp.status_code == 200, (name, resp.text)
+            assert _predictions(resp) == expected
+
+
+CRASHY_PY = '''
+import os
+
+import numpy as np
+
+def predict_fn(data, model):
+    if np.any(data < 0):
+        os._exit(3)  # a model that takes its process down (a segfault in native code looks the same)
+    return model.predict(data)
+'''
+
+
+def test_a_model_that_crashes_its_host_gets_500_then_a_process_of_its_own(tmp_path: Path,
+                                                                          small_models) -> None:
+    crashy = examples.write_model_dir(examples.small_model(99), tmp_path / "models", "crashy")
+    (crashy / "code").mkdir()
+    (crashy / "code" / "inference.py").write_text(CRASHY_PY)
+    with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="2") as serve:
+        for name, (path, _, _) in small_models.items():
+            assert serve.load(name, path).status_code == 200
+        assert serve.load("crashy", crashy).status_code == 200
+        assert serve.invoke("crashy", "5.1,3.5,1.4,0.2").status_code == 200
+        hosts = {p.pid for p in _children(serve)}
+        assert len(hosts) == 2
+        resp = serve.invoke("crashy", "-1,3.5,1.4,0.2")
+        assert resp.status_code == 500, resp.text
+        assert "process serving the model died" in resp.text
+        # Its neighbours on the dead host answer again, from a fresh host.
+        for name, (_, body, expected) in small_models.items():
+            resp = serve.invoke(name, body, accept="application/json")
+            assert resp.status_code == 200 and _predictions(resp) == expected, name
+        assert serve.invoke("crashy", "5.1,3.5,1.4,0.2").status_code == 200
+        after = {p.pid for p in _children(serve)}
+        assert len(after) == 3  # two hosts and the crashy model's own process
+        # Crashing again takes down only its own process: the hosts stay.
+        assert serve.invoke("crashy", "-1,3.5,1.4,0.2").status_code != 200
+        survivors = {p.pid for p in _children(serve)}
+        assert len(survivors & after) == 2
+        for name, (_, body, expected) in small_models.items():
+            assert _predictions(serve.invoke(name, body, accept="application/json")) == expected, name
+
+
+def test_a_host_emptied_after_many_models_is_replaced_by_a_fresh_one(tmp_path: Path, small_models) -> None:
+    from sklearn_mme.container.hosts import RECYCLE_AFTER
+
+    dirs = [path for path, _, _ in small_models.values()]
+    with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="1") as serve:
+        (first,) = {p.pid for p in _children(serve)}
+        for i in range(RECYCLE_AFTER):
+            assert serve.load(f"churn{i}", dirs[i % len(dirs)]).status_code == 200
+        for i in range(RECYCLE_AFTER):
+            assert serve.unload(f"churn{i}").status_code == 200
+        deadline = time.monotonic() + 10  # the host drains (0.3 s idle), then exits and is reaped
+        while first in {p.pid for p in _children(serve)} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        hosts = {p.pid for p in _children(serve)}
+        assert first not in hosts and len(hosts) == 1
+        assert "replaced by a fresh one" in serve.log()
+        name, (path, body, expected) = next(iter(small_models.items()))
+        assert serve.load(name, path).status_code == 200
+        assert _predictions(serve.invoke(name, body, accept="application/json")) == expected
+        assert {p.pid for p in _children(serve)} == hosts  # served by the fresh host, no process of its own
+
+
+SLEEPY_PY = '''
+import time
+
+import numpy as np
+
+def predict_fn(data, model):
+    if np.any(data < 0):
+        time.sleep(3600)  # a request that never ends
+    return model.predict(data)
+'''
+
+
+def test_deleting_a_model_stuck_in_its_host_frees_the_hosts_other_models(tmp_path: Path,
+                                                                         small_models) -> None:
+    sleepy = examples.write_model_dir(examples.small_model(98), tmp_path / "models", "sleepy")
+    (sleepy / "code").mkdir()
+    (sleepy / "code" / "inference.py").write_text(SLEEPY_PY)
+    neighbour, (path, body, expected) = next(iter(small_models.items()))
+    with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="1",
+                       SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS="4") as serve:
+        assert serve.load("sleepy", sleepy).status_code == 200
+        assert serve.load(neighbour, path).status_code == 200
+        stuck: list[int] = []
+        client = threading.Thread(target=lambda: stuck.append(serve.http.post(
+            f"{serve.url}/models/sleepy/invoke", data="-1,3.5,1.4,0.2",
+            headers={"Content-Type": "text/csv"}, timeout=60).status_code))
+        client.start()
+        time.sleep(1.0)  # the one host is now stuck in sleepy's predict
+        t0 = time.monotonic()
+        assert serve.unload("sleepy").status_code == 200
+        client.join(30)
+        assert stuck and 500 <= stuck[0] < 600
+        # The neighbour answers at once afterwards: its host was replaced, not waited for.
+        resp = requests.post(f"{serve.url}/models/{neighbour}/invoke", data=body, timeout=10,
+                             headers={"Content-Type": "text/csv", "Accept": "application/json"})
+        assert resp.status_code == 200 and _predictions(resp) == expected
+        assert time.monotonic() - t0 < 4 + 5
+        assert "is stuck in a request of deleted model sleepy" in serve.log()
+
+
+SLOW_LOAD_PY = '''
+import os
+import time
+
+import joblib
+
+def model_fn(model_dir):
+    time.sleep(3)
+    return joblib.load(os.path.join(model_dir, "model.joblib"))
+'''
+
+
+def test_a_host_killed_during_a_load_answers_that_load_and_keeps_the_others(tmp_path: Path,
+                                                                            small_models) -> None:
+    slow = examples.write_model_dir(examples.small_model(97), tmp_path / "models", "slowload")
+    (slow / "code").mkdir()
+    (slow / "code" / "inference.py").write_text(SLOW_LOAD_PY)
+    neighbour, (path, body, expected) = next(iter(small_models.items()))
+    with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="1") as serve:
+        assert serve.load(neighbour, path).status_code == 200
+        (host,) = {p.pid for p in _children(serve)}
+        answer: list[requests.Response] = []
+        loader = threading.Thread(target=lambda: answer.append(serve.load("slowload", slow)))
+        loader.start()
+        time.sleep(1.5)  # the load sleeps in its thread: the host still answers its other models
+        t0 = time.monotonic()
+        resp = serve.invoke(neighbour, body, accept="application/json")
+        assert resp.status_code == 200 and _predictions(resp) == expected
+        assert time.monotonic() - t0 < 1.0
+        os.kill(host, signal.SIGKILL)
+        loader.join(30)
+        assert answer and answer[0].status_code == 500, answer and answer[0].text
+        assert serve.http.get(f"{serve.url}/models/slowload", timeout=10).status_code == 404
+        resp = serve.invoke(neighbour, body, accept="application/json")
+        assert resp.status_code == 200 and _predictions(resp) == expected
