@@ -28,12 +28,14 @@ import socket
 import struct
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mms.protocol.otf_message_handler import create_load_model_response, create_predict_response, retrieve_msg
 
 from sklearn_mme.container.backend import DRAIN_IDLE_S, Backend
 from sklearn_mme.container.host_memory import HostMemory
+from sklearn_mme.container.mms_predict import predict
+from sklearn_mme.container.procutil import OwnChildren, children, end_tree
 from sklearn_mme.container.settings import Wiring
 
 log = logging.getLogger("mme.host")
@@ -80,6 +82,7 @@ class Conn:
     path: str
     backend: Backend
     loaded: bool = False
+    started: set[int] = field(default_factory=set)  # processes its code started (ended with it)
 
 
 class HostLoop:
@@ -90,6 +93,8 @@ class HostLoop:
         self.conns: dict[int, Conn] = {}
         self.memory = HostMemory(Wiring.from_env())
         self.stopping = False
+        self.orphaned = False
+        self.own_children = OwnChildren()
         # Loads run in threads, so a slow model_fn does not hold up the other models here; a finished load
         # wakes the loop, which listens to its connection again (selectors are not thread-safe).
         self.lock = threading.Lock()
@@ -112,11 +117,16 @@ class HostLoop:
             for key, _ in events:
                 if key.data is None:
                     if not self._from_zygote():
-                        return 0
+                        # The zygote went: serve the models here on (no new ones come); MMS closing
+                        # their connections (DELETE) ends them, and the host with the last one.
+                        self.sel.unregister(self.ctl)
+                        self.orphaned = True
                 elif key.data == "wake":
                     self._loads_done()
                 elif key.data.id in self.conns:  # not dropped earlier in this batch
                     self._serve(key.data)
+            if self.orphaned and not self.conns and not self.loading:
+                return 0
 
     def _stop(self, *_: object) -> None:
         self.stopping = True
@@ -163,6 +173,8 @@ class HostLoop:
         except (KeyError, ValueError):
             pass
         conn.sock.close()
+        for pid in conn.started:
+            end_tree(pid)
         self.memory.drop(conn.path, conn.name, last=not any(o.path == conn.path for o in self.conns.values()))
         if tell:
             self._say(b"X%d" % conn.id)
@@ -248,7 +260,9 @@ class HostLoop:
         # MMS's stdout/stderr files: not made here. The front opens them itself ("rw" makes plain files,
         # whose readers end at once); the zygote removes them when the model goes.
         io_name = msg.pop("ioFileDescriptor", b"").decode("utf-8", "replace")
+        before = set(children(os.getpid()))
         result, code = conn.backend.load_model(msg)
+        conn.started |= set(children(os.getpid())) - before
         conn.loaded = code == 200
         if conn.loaded:
             self._say(b"L%d %s" % (conn.id, io_name.encode()))
@@ -264,7 +278,12 @@ class HostLoop:
                 ids = {i: r.get("requestId", b"").decode("utf-8", "replace") for i, r in enumerate(msg)}
                 return create_predict_response(None, ids, str(result), code)
             conn.loaded = True
-        return conn.backend.service.predict(msg)
+        before = self.own_children.snapshot()
+        try:
+            return predict(conn.backend.service, msg, None)
+        finally:
+            # What the model's code started (a child, or a daemon re-parented here): ended with the model.
+            conn.started |= OwnChildren.new(before, self.own_children.snapshot())
 
 
 def run(ctl: socket.socket, state: HostState) -> int:

@@ -31,10 +31,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sklearn_mme.container import host_loop, mms_protocol
+from sklearn_mme.container import host_loop, mms_protocol, worker_output
 from sklearn_mme.container.host_loop import BUSY, READING, WRITING, HostState
 from sklearn_mme.container.oom import oom_kill_count
-from sklearn_mme.container.procutil import die_with_parent
+from sklearn_mme.container.procutil import become_subreaper
 from sklearn_mme.container.settings import WORKERS, Wiring
 from sklearn_mme.container.worker_process import leave_fork, limit_worker_memory, reset_signals
 
@@ -119,7 +119,8 @@ class Hosts:
         """In the child: keep stdio and the control socket, close every other descriptor the zygote holds."""
         def body() -> int:
             reset_signals()
-            die_with_parent(signal.SIGKILL)
+            # No parent-death signal: a host outlives a zygote death and serves its models on (issue 14
+            # item 2); `serve`, a subreaper, adopts and reaps it, and ends it when it stops.
             keep = {0, 1, 2, ctl.fileno()}
             for name in os.listdir("/proc/self/fd"):
                 if int(name) not in keep:
@@ -129,6 +130,13 @@ class Hosts:
                         pass
             # Per host, as per worker: past it an allocation is a MemoryError (507), not an OOM kill.
             limit_worker_memory(Wiring.from_env().worker_memory_limit_bytes)
+            # The models' output through a drained pipe, as a worker's: bounded lines, never blocking.
+            out, err = os.dup(1), os.dup(2)
+            worker_output.start(out, err)
+            os.close(out)
+            os.close(err)
+            # Whatever a model's code starts stays below this host, so it can be ended with the model.
+            become_subreaper()
             return host_loop.run(ctl, state)
 
         leave_fork(body, "host")

@@ -54,6 +54,23 @@ def children(pid: int) -> list[int]:
     return found
 
 
+class OwnChildren:
+    """The children of this process's main thread (and orphans re-parented to it), cheaply: one pread of
+    an open /proc file (~0.4 us) rather than a directory walk (~40 us), so it can run around every request."""
+
+    def __init__(self) -> None:
+        self.fd = os.open(f"/proc/self/task/{os.getpid()}/children", os.O_RDONLY | os.O_CLOEXEC)
+
+    def snapshot(self) -> bytes:
+        return os.pread(self.fd, 1 << 16, 0)
+
+    @staticmethod
+    def new(before: bytes, after: bytes) -> set[int]:
+        if after == before:
+            return set()
+        return {int(p) for p in after.split()} - {int(p) for p in before.split()}
+
+
 def _dead(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:

@@ -99,12 +99,17 @@ def _load_and_invoke(serve: Serve, model_dir: Path) -> int:
 
 
 @pytest.mark.timeout(300)
-def test_delete_ends_what_the_model_started(tmp_path: Path, trained: dict) -> None:
+@pytest.mark.parametrize("backend", ["zygote", "hosts"])
+def test_delete_ends_what_the_model_started(tmp_path: Path, trained: dict, backend: str) -> None:
+    """zygote: the model's own worker ends what it started before it is gone. hosts: the host (which stays,
+    serving its other models) ends what the deleted model started before it drops the model's ledger line."""
     spawner = _spawner(tmp_path / "models", trained, "spawner")
     other = _spawner(tmp_path / "models", trained, "other")
-    with running_serve(tmp_path) as serve:
+    # hosts: one host, so the other model shares it with the deleted one
+    with running_serve(tmp_path, MME_BACKEND=backend, MME_HOSTS="1") as serve:
         worker = _load_and_invoke(serve, spawner)
         other_worker = _load_and_invoke(serve, other)
+        assert (worker == other_worker) == (backend == "hosts")
         spawned, others = _spawned(spawner), _spawned(other)
         assert sorted(spawned.values()) == ["child", "child", "daemon", "daemon"], spawned
         assert _running(spawned) == list(spawned) and _running(others) == list(others)
@@ -114,11 +119,16 @@ def test_delete_ends_what_the_model_started(tmp_path: Path, trained: dict) -> No
         assert all(os.getsid(pid) not in (os.getsid(worker), worker) for pid in daemons)
 
         assert serve.unload("spawner").status_code == 200
-        deadline = time.monotonic() + 10  # the worker ends a moment after the DELETE's answer
-        while _running([worker]):
-            assert time.monotonic() < deadline, "the model's worker outlived its DELETE"
-            time.sleep(0.01)
-        # At the moment the worker is gone, so is everything its model started; the other model's untouched.
+        deadline = time.monotonic() + 10  # the model goes a moment after the DELETE's answer
+        if backend == "zygote":
+            while _running([worker]):
+                assert time.monotonic() < deadline, "the model's worker outlived its DELETE"
+                time.sleep(0.01)
+        else:
+            while "spawner" in serve.model_pids():
+                assert time.monotonic() < deadline, "the host kept the deleted model"
+                time.sleep(0.01)
+        # At the moment the model is gone, so is everything it started; the other model's untouched.
         assert _running(spawned) == [], {pid: spawned[pid] for pid in _running(spawned)}
         assert _running(others) == list(others) and _running([other_worker]) == [other_worker]
         assert serve.invoke("other", ROW).status_code == 200
@@ -142,7 +152,9 @@ def test_worker_killed_outright_takes_its_process_group(tmp_path: Path, trained:
     """A SIGKILLed worker cannot end what its model started: the zygote, which adopts those processes,
     ends the ones in the worker's process group before it lets the worker go (ledger record removed)."""
     spawner = _spawner(tmp_path / "models", trained, "spawner")
-    with running_serve(tmp_path) as serve:
+    # A model's own worker: a killed host's models move to a fresh host (tests/integration/test_hosts.py),
+    # and what they started is ended when `serve` stops (README, Known limits).
+    with running_serve(tmp_path, MME_BACKEND="zygote") as serve:
         worker = _load_and_invoke(serve, spawner)
         spawned = _spawned(spawner)
         group = [pid for pid, kind in spawned.items() if kind == "child"]
