@@ -3,6 +3,7 @@ the dearer one when the cheaper's memory cannot hold the trace's models; the rep
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -32,11 +33,13 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return store, trace
 
 
-def size(store: Path, trace: Path, *extra: str) -> subprocess.CompletedProcess:
+def size(store: Path, trace: Path, *extra: str,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     argv = [MME_LOCAL, "size", str(trace), "--model-store", str(store), "--instance-types",
             "ml.m5.large,ml.t2.medium", "--max-instances", "1", "--p99-ms", "5000", "--min-hit-rate", "60",
             "--body", BODY.decode(), *extra]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
 
 
 def row(stdout: str, label: str) -> str:
@@ -66,7 +69,9 @@ def test_size_refuses_the_cheaper_type_when_its_memory_cannot_hold_the_models(
     small: tuple[Path, Path],
 ) -> None:
     store, trace = small
-    done = size(store, trace, "--reserve", TIGHT_RESERVE)
+    # Per-model workers, whose budget refuses a load (507) so SageMaker's LRU unloads: with shared hosts
+    # (the default) a host evicts in-container and reloads from disk in ~2 ms, which meets the target.
+    done = size(store, trace, "--reserve", TIGHT_RESERVE, env={"MME_BACKEND": "zygote"})
     assert done.returncode == 0, done.stderr
     tight = row(done.stdout, "1 x ml.t2.medium")
     assert "hit rate" in tight and "< 60%" in tight, tight  # missed: the six models do not fit
