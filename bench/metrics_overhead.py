@@ -154,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scrapes", type=int, default=21, help="scrapes at random moments after the first 5")
     p.add_argument("--metrics-max-models", type=int, default=0, metavar="N",
                    help="MME_METRICS_MAX_MODELS of the metrics-on container (default: the container's)")
+    p.add_argument("--backend", choices=("hosts", "zygote"), default="hosts",
+                   help="MME_BACKEND of both containers (hosts, the default: 1,000 models fit in ~1 GB)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
 
@@ -162,7 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         models = make_models(work / "models", args.models, with_vanilla=False)
         off = {"_MME_METRICS_HANDLER": "off"}
         on = {"MME_METRICS_MAX_MODELS": str(args.metrics_max_models)} if args.metrics_max_models else {}
-        servers = {"on": Ours(work / "on", extra_env=on), "off": Ours(work / "off", extra_env=off)}
+        servers = {"on": Ours(work / "on", backend=args.backend, extra_env=on),
+                   "off": Ours(work / "off", backend=args.backend, extra_env=off)}
         try:
             https = {label: _start_and_load(label, server, models) for label, server in servers.items()}
             repeats = []
