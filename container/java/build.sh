@@ -9,7 +9,7 @@ mms_jar=$1
 out=$2
 classes=$(mktemp -d)
 trap 'rm -rf "$classes"' EXIT
-javac --release 17 -Xlint:all,-processing -Werror -cp "$mms_jar" -d "$classes" "$src"/com/mme/mms/*.java
+javac --release 17 -encoding UTF-8 -Xlint:all,-processing -Werror -cp "$mms_jar" -d "$classes" "$src"/com/mme/mms/*.java
 cp -r "$src/META-INF" "$classes/"
 # In a venv the jar sits in site-packages/mms/frontend/ and its distribution's metadata names the version;
 # elsewhere (the image's plugin stage) the digest alone identifies it.

@@ -11,7 +11,7 @@ import java.util.ArrayDeque;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
- * Answers a connection's requests in the order they came (RFC 9112 §9.3.2). MMS handles each request
+ * Answers a connection's requests in the order they came (RFC 9112 section 9.3.2). MMS handles each request
  * as soon as it is read and writes each answer when it is ready, so with HTTP/1.1 pipelining a /ping
  * sent behind a slow invoke was answered first and the client paired answers with the wrong requests.
  * Here, between Netty's HTTP decoder and MMS's aggregator, a request is passed on only once the answer
