@@ -91,15 +91,17 @@ def walk(root_pid: int) -> list[tuple[psutil.Process, str]]:
         root = psutil.Process(root_pid)
     except psutil.NoSuchProcess:
         return []
+    # One pass over /proc for every parent: psutil's children() scans all of /proc per call, which made a
+    # walk of 1,400 models' processes take ~40 s.
+    children: dict[int, list[psutil.Process]] = {}
+    for proc in psutil.process_iter(["ppid"]):
+        children.setdefault(proc.info["ppid"], []).append(proc)
     out, stack = [], [(root, None)]
     while stack:
         proc, parent_role = stack.pop()
         role = _role(proc, parent_role)
         out.append((proc, role))
-        try:
-            stack.extend((child, role) for child in proc.children())
-        except psutil.Error:  # gone meanwhile (or a zombie): it has no children worth counting
-            continue
+        stack.extend((child, role) for child in children.get(proc.pid, ()))
     return out
 
 
