@@ -112,6 +112,25 @@ def running_serve(tmp: Path, **env: str) -> Iterator[Serve]:
                 proc.wait()
 
 
+def model_with_code(model_dir: Path, code: str) -> Path:
+    """Give a model directory a user script (`code/inference.py`, SAGEMAKER_PROGRAM's default)."""
+    (model_dir / "code").mkdir(exist_ok=True)
+    (model_dir / "code" / "inference.py").write_text(code)
+    return model_dir
+
+
+def running_pids(pids) -> list[int]:
+    """Those of `pids` still running (a zombie has ended: only its exit status waits to be read)."""
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
 def write_tar(
     path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], pax: dict | None = None
 ) -> Path:

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from sklearn_mme.container import examples
-from tests.support import Serve, running_serve
+from tests.support import Serve, model_with_code, running_serve
 
 pytestmark = pytest.mark.mms
 N_MODELS = 12
@@ -208,8 +208,7 @@ def predict_fn(data, model):
 def test_a_model_that_crashes_its_host_gets_500_then_a_process_of_its_own(tmp_path: Path,
                                                                           small_models) -> None:
     crashy = examples.write_model_dir(examples.small_model(99), tmp_path / "models", "crashy")
-    (crashy / "code").mkdir()
-    (crashy / "code" / "inference.py").write_text(CRASHY_PY)
+    model_with_code(crashy, CRASHY_PY)
     with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="2") as serve:
         for name, (path, _, _) in small_models.items():
             assert serve.load(name, path).status_code == 200
@@ -272,8 +271,7 @@ def predict_fn(data, model):
 def test_deleting_a_model_stuck_in_its_host_frees_the_hosts_other_models(tmp_path: Path,
                                                                          small_models) -> None:
     sleepy = examples.write_model_dir(examples.small_model(98), tmp_path / "models", "sleepy")
-    (sleepy / "code").mkdir()
-    (sleepy / "code" / "inference.py").write_text(SLEEPY_PY)
+    model_with_code(sleepy, SLEEPY_PY)
     neighbour, (path, body, expected) = next(iter(small_models.items()))
     with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="1",
                        SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS="4") as serve:
@@ -312,8 +310,7 @@ def model_fn(model_dir):
 def test_a_host_killed_during_a_load_answers_that_load_and_keeps_the_others(tmp_path: Path,
                                                                             small_models) -> None:
     slow = examples.write_model_dir(examples.small_model(97), tmp_path / "models", "slowload")
-    (slow / "code").mkdir()
-    (slow / "code" / "inference.py").write_text(SLOW_LOAD_PY)
+    model_with_code(slow, SLOW_LOAD_PY)
     neighbour, (path, body, expected) = next(iter(small_models.items()))
     with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="1") as serve:
         assert serve.load(neighbour, path).status_code == 200

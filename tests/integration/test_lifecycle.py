@@ -13,21 +13,10 @@ import psutil
 import pytest
 from sklearn.linear_model import Ridge
 
-from tests.support import SERVE, Serve, running_serve
+from tests.support import SERVE, Serve, running_pids, running_serve
 
 pytestmark = pytest.mark.mms
 ROW = "5.1,3.5,1.4,0.2"
-
-
-def _alive(pids: list[int]) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 def _invoke_until_ok(serve: Serve, name: str, timeout: float = 30) -> int:
@@ -61,9 +50,9 @@ def test_two_servers_side_by_side_then_sigterm_leaves_no_process(tmp_path, model
         assert a.stop(timeout=30) == 0
         assert time.monotonic() - started < 15
         deadline = time.monotonic() + 5
-        while _alive(tree) and time.monotonic() < deadline:
+        while running_pids(tree) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _alive(tree) == [], "processes left behind after SIGTERM"
+        assert running_pids(tree) == [], "processes left behind after SIGTERM"
         # the other server is untouched
         assert b.invoke("wine_pipeline", ",".join(["1"] * 13)).status_code == 200
 

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from sklearn_mme.container import examples
-from tests.support import Serve, running_serve
+from tests.support import Serve, model_with_code, running_pids, running_serve
 
 pytestmark = pytest.mark.mms
 
@@ -69,26 +69,12 @@ def predict_fn(data, model):
 
 
 def _spawner(root: Path, trained: dict, name: str) -> Path:
-    model_dir = examples.write_model_dir(trained["iris_logreg"], root, name)
-    (model_dir / "code").mkdir(exist_ok=True)
-    (model_dir / "code" / "inference.py").write_text(CODE)
-    return model_dir
+    return model_with_code(examples.write_model_dir(trained["iris_logreg"], root, name), CODE)
 
 
 def _spawned(model_dir: Path) -> dict[int, str]:
     return {int(pid): kind for kind, pid in
             (line.split() for line in (model_dir / "spawned").read_text().splitlines())}
-
-
-def _running(pids) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 def _load_and_invoke(serve: Serve, model_dir: Path) -> int:
@@ -112,7 +98,7 @@ def test_delete_ends_what_the_model_started(tmp_path: Path, trained: dict, backe
         assert (worker == other_worker) == (backend == "hosts")
         spawned, others = _spawned(spawner), _spawned(other)
         assert sorted(spawned.values()) == ["child", "child", "daemon", "daemon"], spawned
-        assert _running(spawned) == list(spawned) and _running(others) == list(others)
+        assert running_pids(spawned) == list(spawned) and running_pids(others) == list(others)
         # The daemons left the worker's process group and session, but stayed below the worker.
         daemons = [pid for pid, kind in spawned.items() if kind == "daemon"]
         assert all(psutil.Process(pid).ppid() == worker for pid in daemons)
@@ -121,7 +107,7 @@ def test_delete_ends_what_the_model_started(tmp_path: Path, trained: dict, backe
         assert serve.unload("spawner").status_code == 200
         deadline = time.monotonic() + 10  # the model goes a moment after the DELETE's answer
         if backend == "zygote":
-            while _running([worker]):
+            while running_pids([worker]):
                 assert time.monotonic() < deadline, "the model's worker outlived its DELETE"
                 time.sleep(0.01)
         else:
@@ -129,8 +115,8 @@ def test_delete_ends_what_the_model_started(tmp_path: Path, trained: dict, backe
                 assert time.monotonic() < deadline, "the host kept the deleted model"
                 time.sleep(0.01)
         # At the moment the model is gone, so is everything it started; the other model's untouched.
-        assert _running(spawned) == [], {pid: spawned[pid] for pid in _running(spawned)}
-        assert _running(others) == list(others) and _running([other_worker]) == [other_worker]
+        assert running_pids(spawned) == [], {pid: spawned[pid] for pid in running_pids(spawned)}
+        assert running_pids(others) == list(others) and running_pids([other_worker]) == [other_worker]
         assert serve.invoke("other", ROW).status_code == 200
 
 
@@ -144,7 +130,7 @@ def test_sigterm_of_serve_leaves_no_process(tmp_path: Path, trained: dict) -> No
         assert set(spawned) <= set(tree)
         assert serve.stop(timeout=30) == 0
         # At serve's exit, nothing it or its models started is left.
-        assert _running(tree) == [], [(p, psutil.Process(p).cmdline()) for p in _running(tree)]
+        assert running_pids(tree) == [], [(p, psutil.Process(p).cmdline()) for p in running_pids(tree)]
 
 
 @pytest.mark.timeout(300)
@@ -158,15 +144,15 @@ def test_worker_killed_outright_takes_its_process_group(tmp_path: Path, trained:
         worker = _load_and_invoke(serve, spawner)
         spawned = _spawned(spawner)
         group = [pid for pid, kind in spawned.items() if kind == "child"]
-        assert _running(group) == group
+        assert running_pids(group) == group
         os.kill(worker, signal.SIGKILL)
         record = serve.run_dir() / "ledger" / str(worker)
         deadline = time.monotonic() + 10
         while record.exists():
             assert time.monotonic() < deadline, "the zygote did not reap the killed worker"
             time.sleep(0.01)
-        assert _running(group) == [], group
-        left = _running(set(spawned) - set(group))  # double-forked into their own session: see README
+        assert running_pids(group) == [], group
+        left = running_pids(set(spawned) - set(group))  # double-forked into their own session: see README
         print(f"\n[model-processes] worker SIGKILLed: its group ended; {len(left)} setsid daemons left "
               "until the server stops")
         resp = serve.invoke("spawner", ROW)  # MMS restarts the worker

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from sklearn_mme.container import examples
-from tests.support import Serve, running_serve
+from tests.support import Serve, model_with_code, running_serve
 
 pytestmark = pytest.mark.mms
 
@@ -38,10 +38,7 @@ def predict_fn(data, model):
 
 
 def _model(root: Path, trained: dict, name: str) -> Path:
-    model_dir = examples.write_model_dir(trained["iris_logreg"], root, name)
-    (model_dir / "code").mkdir(exist_ok=True)
-    (model_dir / "code" / "inference.py").write_text(CODE)
-    return model_dir
+    return model_with_code(examples.write_model_dir(trained["iris_logreg"], root, name), CODE)
 
 
 def _pid(serve: Serve, name: str) -> int:
