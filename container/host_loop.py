@@ -30,10 +30,11 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
-from mms.protocol.otf_message_handler import create_load_model_response, create_predict_response, retrieve_msg
+from mms.protocol.otf_message_handler import create_load_model_response, create_predict_response
 
 from sklearn_mme.container.backend import DRAIN_IDLE_S, Backend
 from sklearn_mme.container.host_memory import HostMemory
+from sklearn_mme.container.mms_frames import FrameReader
 from sklearn_mme.container.mms_predict import predict
 from sklearn_mme.container.procutil import OwnChildren, children, end_tree
 from sklearn_mme.container.settings import Wiring
@@ -83,6 +84,10 @@ class Conn:
     backend: Backend
     loaded: bool = False
     started: set[int] = field(default_factory=set)  # processes its code started (ended with it)
+    reader: FrameReader = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reader = FrameReader(self.sock)  # one recv per message, as a worker reads (mms_frames.py)
 
 
 class HostLoop:
@@ -125,6 +130,10 @@ class HostLoop:
                     self._loads_done()
                 elif key.data.id in self.conns:  # not dropped earlier in this batch
                     self._serve(key.data)
+                    # A further message already read with this one: the selector would not see it.
+                    while key.data.id in self.conns and key.data.id not in self.loading \
+                            and key.data.reader.pending():
+                        self._serve(key.data)
             if self.orphaned and not self.conns and not self.loading:
                 return 0
 
@@ -188,10 +197,11 @@ class HostLoop:
     # -- MMS's messages -------------------------------------------------------------------------------
     def _serve(self, conn: Conn) -> None:
         try:
-            if not conn.sock.recv(1, socket.MSG_PEEK):  # consumes nothing: a death here loses no frame
+            # Consumes nothing: a death here loses no frame.
+            if not conn.reader.pending() and not conn.sock.recv(1, socket.MSG_PEEK):
                 raise ConnectionError("MMS closed the connection")
             self.state.set(READING, conn.id)
-            cmd, msg = retrieve_msg(conn.sock)
+            cmd, msg = conn.reader.read()
         except (OSError, ValueError) as exc:
             self.state.set(IDLE)
             log.info("connection of %s ended: %s", conn.name, exc)
