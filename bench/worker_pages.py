@@ -5,11 +5,11 @@ worker's private kB by kind of mapping (bench/smaps.py) at three moments: right 
 loaded (no request yet), once every worker has answered, and after `--invokes` more requests. The first
 worker (the oldest) is the model's loader; the others are forked from it (container/model_forks.py).
 
-Then, for reference, the floor of any forked worker: in this process, the zygote's imports and warm-up, the
-same model loaded by the handler and asked `--warm` times, the GC frozen, one bare `os.fork()` whose child
-only calls the handler's `invoke` `--invokes` times, no MMS, no threads. What that child made private is
-what the interpreter itself writes: reference counts, the specialising interpreter's inline caches and
-counters, dict-keys versions, imports inside functions.
+Then, for reference, the floor of any forked worker: in a fresh interpreter, the zygote's imports and
+warm-up, the same model loaded by the handler and asked `--warm` times, the GC frozen, one bare
+`os.fork()` whose child only calls the handler's `invoke` `--invokes` times: no MMS, no threads. What that
+child made private is what the interpreter itself writes: reference counts, the specialising
+interpreter's inline caches and counters, dict-keys versions, imports inside functions.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -91,7 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--settle", type=float, default=2.0, help="seconds before each reading")
     p.add_argument("--warm", type=int, default=20, help="invokes in the parent before the reference fork")
+    p.add_argument("--floor", type=Path, default=None, metavar="MODEL_DIR", help=argparse.SUPPRESS)
+    p.add_argument("--body", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.floor is not None:  # the reference fork, run in a fresh interpreter by the main path below
+        assert args.body is not None
+        print(json.dumps(fork_floor(args.floor, args.body.read_bytes(), args.warm, args.invokes)))
+        return 0
     env = dict(kv.split("=", 1) for kv in args.ours_env)
     workdir = Path(tempfile.mkdtemp(prefix="mme-pages-"))
     forest, rows = big_forest()
@@ -129,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         http.close()
         server.stop()
-    floor = fork_floor(model_dir, body, args.warm, args.invokes)
+    (workdir / "body.csv").write_bytes(body)
+    floor = json.loads(subprocess.run(
+        [sys.executable, "-m", "bench.worker_pages", "--floor", str(model_dir),
+         "--body", str(workdir / "body.csv"), "--warm", str(args.warm), "--invokes", str(args.invokes)],
+        check=True, capture_output=True, text=True).stdout.splitlines()[-1])
     print(f"\nreference, a bare fork of a warm process holding the model ({args.warm} invokes before the "
           f"fork): private {floor['forked']:,} kB right after the fork, {floor['invoked']:,} kB after "
           f"{args.invokes} invokes")
