@@ -109,6 +109,12 @@ public class LifecyclePlugin extends ModelServerEndpoint {
                         + ConnectionCap.CLOSED_IDLE.get()
                         + ",\"connections_refused\":"
                         + ConnectionCap.REFUSED.get()
+                        + ",\"max_workers_per_model\":"
+                        + WorkerScaler.MAX_WORKERS
+                        + ",\"workers_added_for_load\":"
+                        + WorkerScaler.SCALED_UP.get()
+                        + ",\"scaled_back_when_idle\":"
+                        + WorkerScaler.SCALED_DOWN.get()
                         + "}";
         rsp.getOutputStream().write(body.getBytes(StandardCharsets.UTF_8));
     }
