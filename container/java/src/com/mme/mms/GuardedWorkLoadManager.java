@@ -292,6 +292,22 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
         return installed;
     }
 
+    /**
+     * Requests in the container's workers now (each busy worker has one), counted up to limit: read
+     * only when a model's busy stretch is over (WorkerScaler), so not on every request.
+     */
+    static int requestsInFlight(int limit) {
+        int n = 0;
+        for (LoadAttempt attempt : ATTEMPTS.values()) {
+            for (WorkerThread worker : attempt.threads) {
+                if (LoadAttempt.busy(worker) && ++n >= limit) {
+                    return n;
+                }
+            }
+        }
+        return n;
+    }
+
     /** The model's workers now, for the worker-count policy; empty unless its load is ours. */
     static List<WorkerThread> workersOf(Model model) {
         LoadAttempt attempt = ATTEMPTS.get(model);

@@ -113,6 +113,8 @@ public class LifecyclePlugin extends ModelServerEndpoint {
                         + WorkerScaler.MAX_WORKERS
                         + ",\"workers_added_for_load\":"
                         + WorkerScaler.SCALED_UP.get()
+                        + ",\"scale_ups_without_a_spare_core\":"
+                        + WorkerScaler.NO_SPARE_CORE.get()
                         + ",\"scaled_back_when_idle\":"
                         + WorkerScaler.SCALED_DOWN.get()
                         + "}";

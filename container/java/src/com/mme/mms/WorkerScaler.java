@@ -20,7 +20,8 @@ import org.slf4j.LoggerFactory;
  *
  * <p>Up: when every worker of a model has been busy for MME_SCALE_UP_WAIT_MS (each invoke that
  * arrives in that time finds no free worker, so it waits in the model's queue), one worker is added,
- * up to maxWorkers; the next one only after another such stretch. Down: once no invoke of the model
+ * up to maxWorkers, as long as fewer requests than cores are in flight in the whole container (a spare
+ * core for it to use); the next one only after another such stretch. Down: once no invoke of the model
  * has arrived for MME_SCALE_DOWN_IDLE_SECONDS, it goes back to minWorkers. Both go through
  * GuardedWorkLoadManager.scaleTo, the path of an operator's PUT. A freshly loaded model's maxWorkers
  * is MME_MAX_WORKERS_PER_MODEL (when above its minWorkers); a PUT's bounds replace both.
@@ -39,7 +40,11 @@ final class WorkerScaler {
             TimeUnit.MILLISECONDS.toNanos(ContainerMetrics.longEnv("_MME_SCALE_UP_WAIT_MS", 50));
     static final long IDLE_NS =
             TimeUnit.SECONDS.toNanos(ContainerMetrics.longEnv("_MME_SCALE_DOWN_IDLE_S", 60));
+    /** A worker is only added while fewer requests than this are in flight in the whole container. */
+    static final int CORES = Runtime.getRuntime().availableProcessors();
     static final AtomicLong SCALED_UP = new AtomicLong();
+    /** Busy stretches that found every core with a request already (no worker added). */
+    static final AtomicLong NO_SPARE_CORE = new AtomicLong();
     static final AtomicLong SCALED_DOWN = new AtomicLong();
 
     private static final Map<Model, State> STATES = new ConcurrentHashMap<>();
@@ -138,10 +143,19 @@ final class WorkerScaler {
     }
 
     private static void scaleUp(GuardedWorkLoadManager wlm, Model model, State s, long now) {
-        if (now < s.holdUntil || STATES.get(model) != s || !s.scaling.compareAndSet(false, true)) {
+        if (now < s.holdUntil || STATES.get(model) != s) {
             return;
         }
         s.busySince = 0; // the next worker needs a busy stretch of its own
+        if (GuardedWorkLoadManager.requestsInFlight(CORES) >= CORES) {
+            // Every core has a request already (many models busy at once, or queued in a shared
+            // host): another worker would add a process, not throughput. Measured: bench.worker_policy.
+            NO_SPARE_CORE.incrementAndGet();
+            return;
+        }
+        if (!s.scaling.compareAndSet(false, true)) {
+            return;
+        }
         TIMER.execute(
                 () -> {
                     int before = GuardedWorkLoadManager.workersOf(model).size();
