@@ -164,7 +164,8 @@ MAX_WORKERS_PER_MODEL = EnvVar(
     "workers a busy model may grow to by itself (see How worker count follows load); `0` or `1`: off, a "
     "model keeps SAGEMAKER_MODEL_SERVER_WORKERS. Not with `MME_BACKEND=vanilla`", "usable cores")
 SCALE_UP_WAIT = EnvVar("MME_SCALE_UP_WAIT_MS", _whole(0, 60_000), "50",
-                       "a model gets one more worker once all of its workers have been busy this long")
+                       "a model gets one more worker once all of its workers have been busy this long (and "
+                       "fewer requests than cores are in flight)")
 SCALE_DOWN_IDLE = EnvVar("MME_SCALE_DOWN_IDLE_SECONDS", _whole(1, 86_400), "60",
                          "a model that grew goes back to its minimum after this long without a request")
 TIMEOUT = EnvVar("SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", _whole(1, 3600), "60",
