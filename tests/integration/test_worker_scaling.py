@@ -224,3 +224,44 @@ def test_delete_while_scaled_up_leaves_no_process(tmp_path, gated) -> None:
         assert serve.unload("m").status_code == 200
         _until("no worker process left", lambda: running_pids(set(pids)) == [], timeout=30)
         assert serve.invoke("m", body).status_code == 404
+
+
+@pytest.mark.parametrize("backend", ["hosts", "zygote"])
+def test_scaling_down_under_traffic_fails_no_request(tmp_path, gated, backend) -> None:
+    """PUTs move the model between 1 and 2 workers while 4 clients invoke it without pause: a worker taken
+    away finishes its request and gives back what it picked up, so every answer is a correct 200."""
+    model_dir, signals, body, expected = gated
+    _reset(signals)
+    with running_serve(tmp_path, MME_BACKEND=backend, MME_MAX_WORKERS_PER_MODEL="2") as serve:
+        assert serve.load("m", model_dir).status_code == 200
+        stop = threading.Event()
+        bad: list[str] = []
+        counts = [0] * 4
+
+        def client(k: int) -> None:
+            http = requests.Session()
+            while not stop.is_set():
+                r = http.post(f"{serve.url}/models/m/invoke", data=body, timeout=60,
+                              headers={"Content-Type": "text/csv", "Accept": "application/json"})
+                if r.status_code != 200 or json.loads(r.text)["predictions"] != expected:
+                    bad.append(f"{r.status_code} {r.text[:200]}")
+                counts[k] += 1
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            for n in (2, 1, 2, 1, 2, 1):
+                put = serve.http.put(f"{serve.url}/models/m?min_worker={n}&max_worker={n}&synchronous=true",
+                                     timeout=60)
+                assert put.status_code == 200, put.text
+                _until(f"{n} workers", lambda n=n: _workers(serve, "m") == n)
+                before = sum(counts)
+                _until("requests answered at this size", lambda b=before: sum(counts) >= b + 20)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(60)
+        assert bad == [], bad[:5]
+        assert sum(counts) > 100
+        assert "Worker died" not in serve.log()
