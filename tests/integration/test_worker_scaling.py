@@ -121,13 +121,14 @@ def _predictions(serve: Serve, name: str, body: str) -> list:
     return json.loads(r.text)["predictions"]
 
 
-def _grow_to_two(serve: Serve, signals: Path, body: str, expected: list) -> list[int]:
+def _grow_to_two(serve: Serve, signals: Path, body: str, expected: list) -> tuple[int, list[int]]:
     """Holds one request in model m's only worker and sends another: the policy adds a worker. Then two
-    held requests are inside predict at once; returns the pids of the two processes serving them."""
+    held requests are inside predict at once. Returns the pid of the process that served m first (its
+    host, with `hosts`) and those of the two processes serving at once."""
     _reset(signals)
     held = Held(serve, "m", signals, body)
     held.send()
-    _until("the first request inside predict", lambda: _started(signals))
+    first = _until("the first request inside predict", lambda: _started(signals))[0]
     assert _workers(serve, "m") == 1  # one request, one worker: nothing waits
     held.send()  # arrives with every worker busy: the policy adds one at once (MME_SCALE_UP_WAIT_MS=0)
     _until("a second worker listed", lambda: _workers(serve, "m") == 2)
@@ -150,7 +151,8 @@ def _grow_to_two(serve: Serve, signals: Path, body: str, expected: list) -> list
     answers = held.open()
     assert [r.status_code for r in answers] == [200, 200], [r.text for r in answers]
     assert all(json.loads(r.text)["predictions"] == expected for r in answers)
-    return both
+    assert first in both
+    return first, both
 
 
 @pytest.mark.parametrize("backend", ["hosts", "zygote"])
@@ -165,11 +167,12 @@ def test_busy_model_gets_a_worker_then_goes_back_after_idle(tmp_path, gated, bac
         assert (info["minWorkers"], info["maxWorkers"], len(info["workers"])) == (1, 2, 1)
         assert _predictions(serve, "m", body) == expected
 
-        both = _grow_to_two(serve, signals, body, expected)
+        first, both = _grow_to_two(serve, signals, body, expected)
 
         # No request for the idle window (1 s): back to its minimum, the added worker's process ends.
         _until("back to one worker", lambda: _workers(serve, "m") == 1, timeout=20)
-        _until("the added worker's process gone", lambda: len(running_pids(both)) == 1, timeout=20)
+        # The one taken away is the added one: the model's first process (its host, with `hosts`) serves on.
+        _until("the added worker's process gone", lambda: running_pids(both) == [first], timeout=20)
         assert _predictions(serve, "m", body) == expected
         info = _describe(serve, "m")
         assert (info["minWorkers"], info["maxWorkers"]) == (1, 2)
@@ -214,15 +217,22 @@ def test_explicit_put_sets_the_bounds_the_policy_keeps(tmp_path, gated) -> None:
         assert missing.status_code == 404
 
 
-def test_delete_while_scaled_up_leaves_no_process(tmp_path, gated) -> None:
+@pytest.mark.parametrize("backend", ["hosts", "zygote"])
+def test_delete_while_scaled_up_leaves_no_process(tmp_path, gated, backend) -> None:
     model_dir, signals, body, expected = gated
     _reset(signals)
-    env = {"MME_BACKEND": "zygote", "MME_MAX_WORKERS_PER_MODEL": "3", "MME_SCALE_UP_WAIT_MS": "0"}
+    env = {"MME_BACKEND": backend, "MME_MAX_WORKERS_PER_MODEL": "3", "MME_SCALE_UP_WAIT_MS": "0"}
     with running_serve(tmp_path, **env) as serve:
         assert serve.load("m", model_dir).status_code == 200
-        pids = _grow_to_two(serve, signals, body, expected)
+        first, pids = _grow_to_two(serve, signals, body, expected)
         assert serve.unload("m").status_code == 200
-        _until("no worker process left", lambda: running_pids(set(pids)) == [], timeout=30)
+        if backend == "zygote":
+            _until("no worker process left", lambda: running_pids(set(pids)) == [], timeout=30)
+        else:
+            # The model's first worker is in a shared host, which serves on; its added one had a process
+            # of its own, which ends.
+            _until("the added worker's process gone", lambda: running_pids(set(pids)) == [first], timeout=30)
+        assert "m" not in serve.model_pids()
         assert serve.invoke("m", body).status_code == 404
 
 
