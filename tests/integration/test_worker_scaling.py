@@ -275,3 +275,23 @@ def test_scaling_down_under_traffic_fails_no_request(tmp_path, gated, backend) -
         assert bad == [], bad[:5]
         assert sum(counts) > 100
         assert "Worker died" not in serve.log()
+
+
+def test_a_busy_stretch_with_no_further_request_still_adds_a_worker(tmp_path, gated) -> None:
+    """With a wait of 300 ms, the request that finds the worker busy arms a timer: no later invoke is
+    needed for the model to grow once every worker has stayed busy that long."""
+    model_dir, signals, body, expected = gated
+    _reset(signals)
+    env = {"MME_MAX_WORKERS_PER_MODEL": "2", "MME_SCALE_UP_WAIT_MS": "300"}
+    with running_serve(tmp_path, **env) as serve:
+        assert serve.load("m", model_dir).status_code == 200
+        held = Held(serve, "m", signals, body)
+        held.send()
+        _until("the first request inside predict", lambda: _started(signals))
+        held.send()  # waits: the stretch starts here; nothing else arrives
+        both = _until("two requests inside predict at once",
+                      lambda: len(_started(signals)) == 2 and _started(signals))
+        assert len(set(both)) == 2
+        assert _workers(serve, "m") == 2
+        answers = held.open()
+        assert all(json.loads(r.text)["predictions"] == expected for r in answers)
