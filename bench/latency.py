@@ -9,6 +9,7 @@ the shared machine's load falls on every column alike; figures are medians over 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import statistics
@@ -27,8 +28,8 @@ HOT_W2 = ("ours", "vanilla")  # MMS stacks: workers per model is theirs to set; 
 
 
 def _start(kind: str, models: Sequence[BenchModel], args: argparse.Namespace, workdir: Path,
-           workers: int = 1) -> tuple[Server, Http]:
-    env = dict(args.ours_env)
+           workers: int = 1, extra_env: dict[str, str] | None = None) -> tuple[Server, Http]:
+    env = {**args.ours_env, **(extra_env or {})}
     if workers > 1:
         env["SAGEMAKER_MODEL_SERVER_WORKERS"] = str(workers)
     server = make_server(kind, workdir, env)
@@ -104,6 +105,36 @@ def _phase(kinds: Sequence[str], models: Sequence[BenchModel], args: argparse.Na
             server.stop()
 
 
+def _workers(http: Http, name: str) -> int:
+    status, body = http.call("GET", f"/models/{name}")
+    if status != 200:
+        raise BenchError(f"GET /models/{name}: {status}")
+    info = json.loads(body)
+    return len((info[0] if isinstance(info, list) else info)["workers"])
+
+
+def _policy_phase(models: Sequence[BenchModel], args: argparse.Namespace, workdir: Path) -> dict[str, float]:
+    """The hot model's throughput in ours with the worker-count policy on (its default: from 1 worker up
+    to one per core) and off (MME_MAX_WORKERS_PER_MODEL=1), both up at once in alternating windows."""
+    servers: dict[str, tuple[Server, Http]] = {}
+    try:
+        for label, extra in (("on", {}), ("off", {"MME_MAX_WORKERS_PER_MODEL": "1"})):
+            servers[label] = _start("ours", models, args, workdir / f"ours-policy-{label}", 1, extra)
+        got = _windows(servers, models, args, latency=False, hot_only=True)
+        workers = {label: _workers(http, models[0].name) for label, (_, http) in servers.items()}
+    finally:
+        for server, http in servers.values():
+            http.close()
+            server.stop()
+    out: dict[str, float] = {}
+    for label, m in got.items():
+        for clients in CLIENTS:
+            out[f"rps_hot_{clients}_policy_{label}"] = m[f"rps_hot_{clients}"]
+            out[f"rps_hot_{clients}_policy_{label}_errors"] = m[f"rps_hot_{clients}_errors"]
+        out[f"hot_workers_policy_{label}"] = workers[label]
+    return out
+
+
 def run_breakdown(models: Sequence[BenchModel], args: argparse.Namespace, workdir: Path) -> dict:
     stage_log = workdir / "stages.log"
     server = Ours(workdir / "ours-stages", extra_env={**args.ours_env, "MME_STAGE_LOG": str(stage_log)})
@@ -136,6 +167,11 @@ ROWS = (  # key, label, format, kind for the ratio ("time": lower is better, "ra
     ("rps_hot_32", "req/s, 32 clients, one model, W=1", "{:,.0f}", "rate"),
     ("rps_hot_8_w2", "req/s, 8 clients, one model, W=2", "{:,.0f}", "rate"),
     ("rps_hot_32_w2", "req/s, 32 clients, one model, W=2", "{:,.0f}", "rate"),
+    ("rps_hot_8_policy_on", "req/s, 8 clients, one model, worker policy on", "{:,.0f}", "rate"),
+    ("rps_hot_8_policy_off", "req/s, 8 clients, one model, worker policy off", "{:,.0f}", "rate"),
+    ("rps_hot_32_policy_on", "req/s, 32 clients, one model, worker policy on", "{:,.0f}", "rate"),
+    ("rps_hot_32_policy_off", "req/s, 32 clients, one model, worker policy off", "{:,.0f}", "rate"),
+    ("hot_workers_policy_on", "the hot model's workers after, policy on", "{:.0f}", "rate"),
 )
 
 
@@ -184,8 +220,9 @@ def run_latency(args: argparse.Namespace, workdir: Path) -> tuple[str, dict]:
         # W=2 is only asked of the hot model: load just that one (vanilla at W=2 would double its memory).
         w2 = _phase([k for k in order if k in HOT_W2], models[:1], args, workdir / f"rep{rep}", 2,
                     latency=False, hot_only=True, suffix="_w2")
+        policy = _policy_phase(models[:1], args, workdir / f"rep{rep}") if "ours" in order else {}
         for kind in order:
-            runs[kind].append({**w1[kind], **w2.get(kind, {})})
+            runs[kind].append({**w1[kind], **w2.get(kind, {}), **(policy if kind == "ours" else {})})
     med = {k: {key: statistics.median(r[key] for r in rs if key in r) for key in rs[0] | rs[-1]}
            for k, rs in runs.items()}
     errors = {k: sum(v for r in rs for key, v in r.items() if key.endswith("_errors"))

@@ -74,10 +74,21 @@ class Server:
             emf_namespace=self.s.emf_namespace,
             emf_dimensions=",".join(f"{k}={v}" for k, v in self.s.emf_dimensions or ()) or None,
             stage_log=self.s.stage_log,
+            scale_max_workers=self._scale_max_workers(),
+            scale_up_wait_ms=self.s.scale_up_wait_ms,
+            scale_down_idle_s=self.s.scale_down_idle_s,
         ).to_env())
         env.setdefault("OMP_NUM_THREADS", "1")
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
         return env
+
+    def _scale_max_workers(self) -> int:
+        """MME_MAX_WORKERS_PER_MODEL, else one per usable core; vanilla keeps MMS's fixed count."""
+        if self.s.backend == "vanilla":
+            return 0
+        if self.s.max_workers_per_model is not None:
+            return self.s.max_workers_per_model
+        return len(os.sched_getaffinity(0))
 
     def _host_count(self) -> int | None:
         """MME_BACKEND=hosts: MME_HOSTS, else one host per core this process may run on."""

@@ -159,6 +159,15 @@ _JAVA_OPTS = (
 PORT = EnvVar("SAGEMAKER_BIND_TO_PORT", _port, "8080",
               "port of both the invoke and the management API (MMS accepts 1..32767 only)")
 WORKERS = EnvVar("SAGEMAKER_MODEL_SERVER_WORKERS", _whole(1, 64), "1", "workers (processes) per model")
+MAX_WORKERS_PER_MODEL = EnvVar(
+    "MME_MAX_WORKERS_PER_MODEL", _whole(0, 64), "",
+    "workers a busy model may grow to by itself (see How worker count follows load); `0` or `1`: off, a "
+    "model keeps SAGEMAKER_MODEL_SERVER_WORKERS. Not with `MME_BACKEND=vanilla`", "usable cores")
+SCALE_UP_WAIT = EnvVar("MME_SCALE_UP_WAIT_MS", _whole(0, 60_000), "50",
+                       "a model gets one more worker once all of its workers have been busy this long (and "
+                       "fewer requests than cores are in flight)")
+SCALE_DOWN_IDLE = EnvVar("MME_SCALE_DOWN_IDLE_SECONDS", _whole(1, 86_400), "60",
+                         "a model that grew goes back to its minimum after this long without a request")
 TIMEOUT = EnvVar("SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", _whole(1, 3600), "60",
                  "response timeout per request, in seconds")
 STARTUP = EnvVar("SAGEMAKER_STARTUP_TIMEOUT", _whole(1, 3600), "120",
@@ -219,7 +228,8 @@ PYTHON = EnvVar("MME_PYTHON", _executable, "",
 
 # Every user-facing variable, the container's and the handler's: the README table lists exactly these.
 VARIABLES: tuple[EnvVar, ...] = (
-    PORT, WORKERS, TIMEOUT, handler_settings.MAX_PAYLOAD, handler_settings.DEFAULT_ACCEPT,
+    PORT, WORKERS, MAX_WORKERS_PER_MODEL, SCALE_UP_WAIT, SCALE_DOWN_IDLE, TIMEOUT,
+    handler_settings.MAX_PAYLOAD, handler_settings.DEFAULT_ACCEPT,
     handler_settings.DEFAULT_CONTENT, STARTUP, BACKEND, HOSTS, HOST_MAX_ARTIFACT, LAUNCHER, LAUNCHER_BIN,
     MEMORY_BUDGET, MEMORY_RESERVE, WORKER_LIMIT, handler_settings.SKOPS_TRUSTED, handler_settings.PROGRAM,
     handler_settings.VERSION_SKEW, HANDLER, JAVA_OPTS, LOG_LEVEL, ACCESS_LOG_LEVEL, METRICS_MAX_MODELS,
@@ -231,6 +241,9 @@ VARIABLES: tuple[EnvVar, ...] = (
 class ServeSettings:
     port: int
     workers_per_model: int
+    max_workers_per_model: int | None
+    scale_up_wait_ms: int
+    scale_down_idle_s: int
     response_timeout_s: int
     startup_timeout_s: int
     backend: str
@@ -270,6 +283,9 @@ class ServeSettings:
         return cls(
             port=PORT.read(env),
             workers_per_model=WORKERS.read(env),
+            max_workers_per_model=MAX_WORKERS_PER_MODEL.read(env),
+            scale_up_wait_ms=SCALE_UP_WAIT.read(env),
+            scale_down_idle_s=SCALE_DOWN_IDLE.read(env),
             response_timeout_s=TIMEOUT.read(env),
             startup_timeout_s=STARTUP.read(env),
             backend=BACKEND.read(env),
@@ -315,6 +331,9 @@ class Wiring:
     emf_interval_s: int | None = None
     emf_namespace: str | None = None
     emf_dimensions: str | None = None  # Name=value,...
+    scale_max_workers: int | None = None  # WorkerScaler: 0 is off
+    scale_up_wait_ms: int | None = None
+    scale_down_idle_s: int | None = None
     stage_log: str | None = None  # container/stage_clock.py
 
     @staticmethod
@@ -332,7 +351,8 @@ class Wiring:
         for f in fields(cls):
             raw = env.get(cls.env_name(f.name))
             if raw:
-                numeric = f.name.endswith(("_bytes", "_s", "_models", "_connections", "_count"))
+                numeric = f.name.endswith(
+                    ("_bytes", "_s", "_ms", "_models", "_connections", "_count", "_workers"))
                 values[f.name] = int(raw) if numeric else raw
         return cls(**values)
 

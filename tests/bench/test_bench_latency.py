@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,12 @@ def test_latency_mode_breaks_a_request_down_and_compares_peers(tmp_path: Path) -
     for server in ("ours", "vanilla"):  # --quick: ours and vanilla
         median = result["servers"][server]["median"]
         for key, _, _, _ in latency.ROWS:
+            if "policy" in key and server != "ours":
+                assert key not in median  # the worker-count policy is ours alone
+                continue
             assert median[key] > 0, (server, key)
             assert median.get(key + "_errors", 0) == 0, (server, key)
     assert "req/s, 32 clients, one model, W=2" in proc.stdout
+    ours = result["servers"]["ours"]["median"]
+    # 8 clients on one model: the policy gave it a second worker (its ceiling is one per core).
+    assert ours["hot_workers_policy_on"] == min(2, len(os.sched_getaffinity(0)))

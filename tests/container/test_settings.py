@@ -23,6 +23,9 @@ from tests.support import REPO, SERVE
 MALFORMED = {
     "SAGEMAKER_BIND_TO_PORT": "40000",
     "SAGEMAKER_MODEL_SERVER_WORKERS": "two",
+    "MME_MAX_WORKERS_PER_MODEL": "65",
+    "MME_SCALE_UP_WAIT_MS": "-1",
+    "MME_SCALE_DOWN_IDLE_SECONDS": "0",
     "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "0",
     "SAGEMAKER_MAX_PAYLOAD_IN_MB": "-1",
     "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "image/png",
@@ -84,7 +87,8 @@ def test_serve_gets_past_the_settings_with_good_values() -> None:
             "MME_SKOPS_TRUSTED_TYPES": "sklearn.svm.SVC, numpy.dtype",
             "MME_JAVA_OPTS": "-Dx='a b' -Xss512k", "SAGEMAKER_BIND_TO_PORT": "8081",
             "MME_METRICS_MAX_MODELS": "1000", "MME_EMF_INTERVAL_SECONDS": "60", "MME_EMF_NAMESPACE": "a/b-c",
-            "MME_EMF_DIMENSIONS": "EndpointName=ep, Stage=prod"}
+            "MME_EMF_DIMENSIONS": "EndpointName=ep, Stage=prod", "MME_MAX_WORKERS_PER_MODEL": "0",
+            "MME_SCALE_UP_WAIT_MS": "0", "MME_SCALE_DOWN_IDLE_SECONDS": "1"}
     done = subprocess.run([str(SERVE)], env=_clean_env(**good), capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "java not found" in done.stderr, done.stderr
 
@@ -102,6 +106,9 @@ def test_values_are_parsed_once_into_typed_settings() -> None:
     assert (defaults.port, defaults.workers_per_model, defaults.memory_budget_bytes) == (8080, 1, None)
     assert defaults.max_payload_bytes == 6 * 1024 * 1024
     assert (defaults.metrics_max_models, defaults.emf_interval_s) == (500, None)
+    # The policy's ceiling defaults to the usable cores, resolved by serve (container/server.py).
+    assert (defaults.max_workers_per_model, defaults.scale_up_wait_ms, defaults.scale_down_idle_s) == \
+        (None, 50, 60)
     emf = ServeSettings.from_env({"MME_EMF_INTERVAL_SECONDS": "60",
                                   "MME_EMF_DIMENSIONS": "EndpointName=ep,Stage=b"})
     assert emf.emf_interval_s == 60 and emf.emf_dimensions == (("EndpointName", "ep"), ("Stage", "b"))

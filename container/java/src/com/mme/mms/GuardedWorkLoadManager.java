@@ -6,6 +6,7 @@ import com.amazonaws.ml.mms.util.ConfigManager;
 import com.amazonaws.ml.mms.wlm.Model;
 import com.amazonaws.ml.mms.wlm.ModelManager;
 import com.amazonaws.ml.mms.wlm.WorkLoadManager;
+import com.amazonaws.ml.mms.wlm.WorkerStateListener;
 import com.amazonaws.ml.mms.wlm.WorkerThread;
 import io.netty.channel.EventLoopGroup;
 import io.netty.handler.codec.http.HttpResponseStatus;
@@ -64,9 +65,13 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
     private static final Set<Model> LOADING = ConcurrentHashMap.newKeySet();
     /** Each model's own worker list (MMS lists it under the name while the model is the registered one). */
     private static final Map<Model, List<WorkerThread>> OWN = new ConcurrentHashMap<>();
+    /** Each model's load, whose reply handlers its later workers share (see scaleTo). */
+    private static final Map<Model, LoadAttempt> ATTEMPTS = new ConcurrentHashMap<>();
     /** Models whose unregister began; weak, as a registration may still hold one briefly. */
     private static final Set<Model> GONE =
             Collections.synchronizedSet(Collections.newSetFromMap(new WeakHashMap<>()));
+
+    private static volatile GuardedWorkLoadManager installed;
 
     private final ConfigManager config;
     private final EventLoopGroup backendGroup;
@@ -103,6 +108,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
         }
         guarded.shareState(original);
         wlmField.set(manager, guarded);
+        installed = guarded;
         logger.info(
                 "unloads finish the request in the worker; unstartable models get 400; failed loads"
                         + " are unregistered before they are answered");
@@ -126,10 +132,20 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
                 }
             }
         }
+        if (model.getMaxWorkers() > 0 && isRegistered(model) && ATTEMPTS.containsKey(model)) {
+            // PUT /models/{name}?min_worker=&max_worker= (ModelManager.updateModel): the bounds the
+            // worker-count policy keeps to; the count moves into them at once, by the policy's own path.
+            int floor = WorkerScaler.floor(model);
+            int now = threadsOf(model).size();
+            int target = Math.max(floor, Math.min(now, Math.max(floor, model.getMaxWorkers())));
+            WorkerScaler.boundsChanged(model);
+            return scaleTo(model, target);
+        }
         if (model.getMaxWorkers() != 0 || isRegistered(model)) {
             return super.modelChanged(model); // a scale of the registered model, not an unregister
         }
         GONE.add(model);
+        WorkerScaler.forget(model);
         awaitLoad(model);
         LOADING.remove(model);
         finishInFlight(model);
@@ -145,6 +161,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
         synchronized (name) { // waits for a backend still starting (addServerThread holds it)
             List<WorkerThread> mine = threadsOf(model);
             OWN.remove(model);
+            ATTEMPTS.remove(model);
             workers.remove(name, mine); // only while the name still lists this model's workers
             for (int i = mine.size() - 1; i >= 0; i--) {
                 mine.get(i).shutdown();
@@ -198,6 +215,13 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
         LoadAttempt attempt = new LoadAttempt(this, model, count);
         workers.put(model.getModelName(), attempt.threads);
         OWN.put(model, attempt.threads);
+        ATTEMPTS.put(model, attempt);
+        addWorkers(model, attempt, count, attempt.listener);
+        return attempt.answer();
+    }
+
+    /** MMS's addThreads: count more workers on the model's backend, reporting to listener. */
+    private void addWorkers(Model model, LoadAttempt attempt, int count, WorkerStateListener listener) {
         int gpus = config.getNumberOfGpu();
         for (int i = 0; i < count; i++) {
             int gpuId = gpus > 0 ? gpuCounter.accumulateAndGet(gpus, (prev, max) -> ++prev % max) : -1;
@@ -209,18 +233,91 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
                             gpuId,
                             model,
                             attempt.replies(),
-                            attempt.listener,
+                            listener,
                             threadNumber.getAndIncrement(),
                             false);
             attempt.threads.add(thread);
             threadPool.submit(thread);
         }
-        return attempt.answer();
     }
 
-    /** A load settled with every worker up. */
+    /**
+     * Brings a loaded model to target workers: the one path of an operator's PUT and of the
+     * worker-count policy (WorkerScaler). More workers connect to the model's backend as MMS's own
+     * scale-up does (the zygote forks them from the loaded copy); fewer are taken from the end of the
+     * list and stopped once idle (LoadAttempt.retire). Completes when the new workers are loaded (the
+     * status of the first that failed otherwise), or the removed ones are stopped.
+     */
+    CompletableFuture<HttpResponseStatus> scaleTo(Model model, int target) {
+        CompletableFuture<HttpResponseStatus> done = new CompletableFuture<>();
+        List<WorkerThread> out = new java.util.ArrayList<>();
+        synchronized (model.getModelName()) {
+            LoadAttempt attempt = ATTEMPTS.get(model);
+            if (attempt == null || GONE.contains(model) || !isRegistered(model)) {
+                done.complete(HttpResponseStatus.NOT_FOUND);
+                return done;
+            }
+            List<WorkerThread> threads = attempt.threads;
+            int now = threads.size();
+            if (now < target) {
+                addWorkers(model, attempt, target - now, new WorkerStateListener(done, target - now));
+                return done;
+            }
+            for (int i = now - 1; i >= target; i--) {
+                out.add(threads.remove(i));
+            }
+        }
+        if (out.isEmpty()) {
+            done.complete(HttpResponseStatus.OK);
+            return done;
+        }
+        long deadline = System.currentTimeMillis() + 1000L * Math.max(1, model.getResponseTimeoutSeconds());
+        threadPool.execute(
+                () -> {
+                    try {
+                        for (WorkerThread worker : out) {
+                            LoadAttempt.retire(worker, deadline);
+                        }
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                    } finally {
+                        done.complete(HttpResponseStatus.OK);
+                    }
+                });
+        return done;
+    }
+
+    /** The one in place (install), or null before it. */
+    static GuardedWorkLoadManager current() {
+        return installed;
+    }
+
+    /**
+     * Requests in the container's workers now (each busy worker has one), counted up to limit: read
+     * only when a model's busy stretch is over (WorkerScaler), so not on every request.
+     */
+    static int requestsInFlight(int limit) {
+        int n = 0;
+        for (LoadAttempt attempt : ATTEMPTS.values()) {
+            for (WorkerThread worker : attempt.threads) {
+                if (LoadAttempt.busy(worker) && ++n >= limit) {
+                    return n;
+                }
+            }
+        }
+        return n;
+    }
+
+    /** The model's workers now, for the worker-count policy; empty unless its load is ours. */
+    static List<WorkerThread> workersOf(Model model) {
+        LoadAttempt attempt = ATTEMPTS.get(model);
+        return attempt == null ? List.of() : attempt.threads;
+    }
+
+    /** A load settled with every worker up: from here the policy may scale it. */
     void loaded(Model model) {
         LOADING.remove(model);
+        WorkerScaler.loaded(model);
     }
 
     /**
@@ -232,6 +329,8 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
         String name = model.getModelName();
         workers.remove(name, threads);
         OWN.remove(model, threads);
+        ATTEMPTS.remove(model);
+        WorkerScaler.forget(model);
         for (WorkerThread thread : threads) {
             thread.shutdown();
         }
@@ -246,10 +345,14 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
     /** While its load is running, an invoke of a registered model waits in its queue. */
     @Override
     public boolean hasNoWorker(String modelName) {
+        // MMS asks this for every invoke, just before queueing it: the worker-count policy's cue.
+        Model model = ModelManager.getInstance().getModels().get(modelName);
         if (!super.hasNoWorker(modelName)) {
+            if (model != null) {
+                WorkerScaler.arrived(this, model);
+            }
             return false;
         }
-        Model model = ModelManager.getInstance().getModels().get(modelName);
         if (model == null) {
             return true;
         }

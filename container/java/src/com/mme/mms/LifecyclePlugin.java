@@ -109,6 +109,14 @@ public class LifecyclePlugin extends ModelServerEndpoint {
                         + ConnectionCap.CLOSED_IDLE.get()
                         + ",\"connections_refused\":"
                         + ConnectionCap.REFUSED.get()
+                        + ",\"max_workers_per_model\":"
+                        + WorkerScaler.MAX_WORKERS
+                        + ",\"workers_added_for_load\":"
+                        + WorkerScaler.SCALED_UP.get()
+                        + ",\"scale_ups_without_a_spare_core\":"
+                        + WorkerScaler.NO_SPARE_CORE.get()
+                        + ",\"scaled_back_when_idle\":"
+                        + WorkerScaler.SCALED_DOWN.get()
                         + "}";
         rsp.getOutputStream().write(body.getBytes(StandardCharsets.UTF_8));
     }

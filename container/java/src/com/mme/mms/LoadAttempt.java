@@ -13,9 +13,9 @@ import com.amazonaws.ml.mms.wlm.WorkerThread;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import java.lang.reflect.Field;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.ThreadPoolExecutor;
@@ -40,6 +40,8 @@ final class LoadAttempt {
     private static final Logger logger = LoggerFactory.getLogger(LoadAttempt.class);
     static final AtomicLong FAILED = new AtomicLong();
     private static final long DISCARD_WAIT_MS = 60_000;
+    private static final long RETIRE_POLL_MS = 2;
+    private static final Field AGGREGATOR = field(WorkerThread.class, "aggregator");
     /** Settles failures off the worker thread, which the clean-up stops (MMS's own interrupts itself). */
     private static final ExecutorService SETTLER =
             new ThreadPoolExecutor(
@@ -61,8 +63,11 @@ final class LoadAttempt {
     private final AtomicBoolean settled = new AtomicBoolean();
     private volatile String reason;
     private volatile boolean failed;
-    /** This load's worker threads: the list MMS keeps in its workers map for the model. */
-    final List<WorkerThread> threads = new ArrayList<>();
+    /**
+     * This load's worker threads: the list MMS keeps in its workers map for the model. Copy-on-write:
+     * the worker-count policy reads it on the event loop (WorkerScaler) while a scale changes it.
+     */
+    final List<WorkerThread> threads = new CopyOnWriteArrayList<>();
     final WorkerStateListener listener;
 
     LoadAttempt(GuardedWorkLoadManager manager, Model model, int workers) {
@@ -137,9 +142,51 @@ final class LoadAttempt {
         return aggregator instanceof Replies && ((Replies) aggregator).handling;
     }
 
+    /** Whether this worker has a request out (or is loading): not free to take the next one. */
+    static boolean busy(WorkerThread worker) {
+        return handling(aggregatorOf(worker));
+    }
+
+    /**
+     * A worker the policy or a PUT scales down takes no more requests (one it picks up goes back to
+     * the model's queue) and is stopped once the request it has is answered, so a scale-down never
+     * fails a request the way MMS's own does ("Worker died."). Waits at most until deadlineMs.
+     */
+    static void retire(WorkerThread worker, long deadlineMs) throws InterruptedException {
+        Object aggregator = aggregatorOf(worker);
+        if (aggregator instanceof Replies) {
+            Replies replies = (Replies) aggregator;
+            replies.retiring = true; // before reading handling: getRequest sets them the other way round
+            while (replies.handling && System.currentTimeMillis() < deadlineMs) {
+                Thread.sleep(RETIRE_POLL_MS);
+            }
+        }
+        worker.shutdown();
+    }
+
+    private static Object aggregatorOf(WorkerThread worker) {
+        try {
+            return AGGREGATOR.get(worker);
+        } catch (IllegalAccessException e) {
+            return null;
+        }
+    }
+
+    private static Field field(Class<?> type, String name) {
+        try {
+            Field f = type.getDeclaredField(name);
+            f.setAccessible(true);
+            return f;
+        } catch (NoSuchFieldException e) {
+            throw new IllegalStateException("MMS's WorkerThread has no " + name, e);
+        }
+    }
+
     private final class Replies extends BatchAggregator {
         /** A request was handed to the worker and not answered yet (set before MMS's req field is). */
         private volatile boolean handling;
+        /** Being scaled down (retire): requests go back to the queue. */
+        private volatile boolean retiring;
 
         Replies(Model model) {
             super(model);
@@ -171,10 +218,11 @@ final class LoadAttempt {
             }
             BaseModelRequest request = super.getRequest(threadName, state);
             handling = true; // before the check: an unload either sees this or is seen below
-            if (!(request instanceof ModelLoadModelRequest) && GuardedWorkLoadManager.unloading(model)) {
+            if (!(request instanceof ModelLoadModelRequest)
+                    && (retiring || GuardedWorkLoadManager.unloading(model))) {
                 handling = false;
                 super.sendError(null, "unloading", HttpResponseStatus.NOT_FOUND); // data jobs: back to the queue
-                Thread.sleep(DISCARD_WAIT_MS); // until the unload stops this worker
+                Thread.sleep(DISCARD_WAIT_MS); // until the unload or scale-down stops this worker
                 throw new InterruptedException("model unloaded");
             }
             return request;
