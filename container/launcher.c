@@ -8,6 +8,8 @@
  *     {"argv": [...], "cwd": "...", "env": {...}, "adopt": false} with fds 0, 1, 2 attached
  *     (SCM_RIGHTS); forward signals as "S<signum>\n"; on "X<waitstatus>\n" exit the same way
  *     (re-raising the signal when the model was ended by one).
+ *   - This process keeps the model's stdio for the zygote, which lets its copies go (descriptors per
+ *     model bound how many models it keeps): on "F\n" send "F\n" with fds 0, 1, 2 attached again.
  *   - The zygote went away: reconnect (it is restarted by serve) and register again with
  *     "adopt": true, so the model's socket is served again while its workers keep running.
  *     A registration that ends within 10 s of being made counts as refused: the next one waits
@@ -102,6 +104,25 @@ static int connect_zygote(const char *path, int patience_s) {
         }
         nanosleep(&pause, NULL);
     }
+}
+
+/* The zygote asks for the model's stdio again ("F"): send it, as at registration, attached to "F\n". */
+static void send_stdio(int fd) {
+    int fds[3] = {0, 1, 2};
+    char control[CMSG_SPACE(sizeof fds)];
+    memset(control, 0, sizeof control);
+    struct iovec iov = {"F\n", 2};
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof fds);
+    memcpy(CMSG_DATA(cm), fds, sizeof fds);
+    while (sendmsg(fd, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR) {}
 }
 
 static int register_model(const char *path, int argc, char **argv, int adopt) {
@@ -231,6 +252,10 @@ int main(int argc, char **argv) {
         }
         line[have] = '\0';
         have = 0;
+        if (line[0] == 'F') {
+            send_stdio(conn_fd);
+            continue;
+        }
         if (line[0] == 'X') {
             int status = atoi(line + 1);
             if (WIFSIGNALED(status)) {

@@ -5,7 +5,8 @@ MMS's Java front runs `<python> model_service_worker.py --sock-name ... --model-
 as that executable. It passes its argv, environment, working directory and stdio to the zygote, which
 then serves the model's socket with workers forked from its pre-warmed interpreter. This process
 stays as the model's stand-in for Java: signals sent to it are forwarded, and it exits with the
-model's status (re-raising the same signal when the model was ended by one). If Java kills it with
+model's status (re-raising the same signal when the model was ended by one), and it keeps the model's stdio
+for the zygote, which asks for it again with `F` (launcher_wire.py). If Java kills it with
 SIGKILL (as MMS does on DELETE), the zygote sees the socket close and ends the model's workers,
 which also watch this process and exit with it.
 """
@@ -59,14 +60,20 @@ def main() -> None:
             since = time.monotonic()
             buf = b""
             continue
-        buf = exit_on_status(buf + chunk)
+        buf = exit_on_status(buf + chunk, state["conn"])
 
 
-def exit_on_status(buf: bytes) -> bytes:
-    """Exit as the model did once the zygote says how it ended (`X<waitstatus>`); the unread rest."""
+def exit_on_status(buf: bytes, conn: socket.socket) -> bytes:
+    """Exit as the model did once the zygote says how it ended (`X<waitstatus>`), and give it our stdio
+    again when it asks (`F`); the unread rest."""
     while b"\n" in buf:
         line, buf = buf.split(b"\n", 1)
-        if line.startswith(b"X"):
+        if line == b"F":
+            try:
+                conn.sendmsg([b"F\n"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]))])
+            except OSError:
+                pass  # the zygote is going: its successor gets them with our registration
+        elif line.startswith(b"X"):
             status = int(line[1:])
             if os.WIFSIGNALED(status):
                 sig = os.WTERMSIG(status)
