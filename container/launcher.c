@@ -10,6 +10,9 @@
  *     (re-raising the signal when the model was ended by one).
  *   - This process keeps the model's stdio for the zygote, which lets its copies go (descriptors per
  *     model bound how many models it keeps): on "F\n" send "F\n" with fds 0, 1, 2 attached again.
+ *     On "Q\n" (the model is served by a shared host, whose output goes to serve's own) let them go:
+ *     fds 0, 1, 2 become /dev/null, so MMS's readers of our stdout/stderr meet EOF and end (a thread
+ *     and a descriptor each in Java); later registrations say "quiet": true.
  *   - The zygote went away: reconnect (it is restarted by serve) and register again with
  *     "adopt": true, so the model's socket is served again while its workers keep running.
  *     A registration that ends within 10 s of being made counts as refused: the next one waits
@@ -21,6 +24,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -35,6 +39,7 @@
 extern char **environ;
 
 static volatile int conn_fd = -1;
+static int quiet = 0;
 
 struct buf { char *data; size_t len, cap; };
 
@@ -147,7 +152,9 @@ static int register_model(const char *path, int argc, char **argv, int adopt) {
         put(&b, ": ", 2);
         put_json_string(&b, eq + 1, strlen(eq + 1));
     }
-    put(&b, adopt ? "}, \"adopt\": true}" : "}, \"adopt\": false}", adopt ? 17 : 18);
+    const char *tail = quiet ? (adopt ? "}, \"quiet\": true, \"adopt\": true}" : "}, \"quiet\": true, \"adopt\": false}")
+                             : (adopt ? "}, \"adopt\": true}" : "}, \"adopt\": false}");
+    put(&b, tail, strlen(tail));
 
     int fd = connect_zygote(path, 60);
     unsigned char header[4] = {
@@ -252,6 +259,17 @@ int main(int argc, char **argv) {
         }
         line[have] = '\0';
         have = 0;
+        if (line[0] == 'Q') {
+            int null = open("/dev/null", O_RDWR);
+            if (null >= 0) {
+                quiet = 1;
+                dup2(null, 0);
+                dup2(null, 1);
+                dup2(null, 2);
+                if (null > 2) close(null);
+            }
+            continue;
+        }
         if (line[0] == 'F') {
             send_stdio(conn_fd);
             continue;

@@ -9,7 +9,10 @@ The launcher lives as long as the model and has a descriptor limit of its own, s
 model's stdio: the zygote lets its copies go once the model's first connection is served (three descriptors
 per model fewer in the zygote) and asks for them again with `F\\n` when it forks the model a worker later
 (a model moving out of a dead host, an OOM-killed worker's replacement); the launcher answers `F\\n` with its
-fds 0, 1, 2 attached.
+fds 0, 1, 2 attached. A model served by a shared host needs them no more (a host's output goes to serve's
+own): the zygote tells its launcher `Q\\n`, and the launcher points its fds 0, 1, 2 at /dev/null, so MMS's
+readers of its stdout and stderr meet EOF and end, with a descriptor and a thread each in Java; it then
+registers again (after a zygote restart) with "quiet": true.
 """
 
 from __future__ import annotations
@@ -96,6 +99,9 @@ def ask_stdio(conn: socket.socket, timeout_s: float = 2.0) -> tuple[list[int], b
         close_fds(list(fds))
         raise ValueError(f"expected 3 stdio descriptors, got {len(fds)}")
     return list(fds), other
+
+
+QUIET = b"Q\n"
 
 
 def exit_message(wait_status: int) -> bytes:

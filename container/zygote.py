@@ -71,6 +71,7 @@ class Slot:
     workers: set[int] = field(default_factory=set)
     ended: bool = False
     forks: ModelForks = field(default_factory=ModelForks)  # its loader and its waiting connections
+    quiet: bool = False  # its launcher let its stdio go (hosted): a worker of its own writes to ours
 
 
 @dataclass
@@ -176,7 +177,8 @@ class Zygote:
             self._refuse(conn)
             return
         conn.settimeout(None)
-        slot = Slot(conn=conn, launcher_pid=pid, request=request, fds=fds, args=args)
+        slot = Slot(conn=conn, launcher_pid=pid, request=request, fds=fds, args=args,
+                    quiet=bool(request.get("quiet")))
         try:
             slot.listener = self._bind(args.sock_name)
         except OSError as exc:
@@ -246,10 +248,29 @@ class Zygote:
         launcher_wire.close_fds(slot.fds)
         slot.fds = []
 
+    def _hosted(self, slot: Slot) -> None:
+        """The model's connection went to a host, whose output goes to ours: its stdio is needed no more."""
+        self._drop_stdio(slot)
+        if not slot.quiet:  # MMS is connected, so past reading the launcher's start-up lines
+            slot.quiet = True
+            try:
+                slot.conn.sendall(launcher_wire.QUIET)
+            except OSError:
+                pass  # the launcher is going: its EOF ends the model
+
     def _stdio(self, slot: Slot) -> bool:
         """The model's stdio in `slot.fds`, asked again from its launcher when let go; False when the
         launcher is gone or does not answer (the model is ending)."""
         if slot.fds:
+            return True
+        if slot.quiet:  # as when it was hosted: its output goes to serve's (ours)
+            try:
+                slot.fds = [os.open(os.devnull, os.O_RDONLY), os.dup(1), os.dup(2)]
+            except OSError as exc:
+                launcher_wire.close_fds(slot.fds)
+                slot.fds = []
+                log.warning("no descriptors for %s's worker: %s", slot.args.model_name, exc)
+                return False
             return True
         try:
             slot.fds, other = launcher_wire.ask_stdio(slot.conn)
@@ -328,7 +349,7 @@ class Zygote:
             except OSError:
                 return
             if self.hosts is not None and self.hosts.take(slot, client):
-                self._drop_stdio(slot)
+                self._hosted(slot)
                 return
             if slot.forks.ctl is not None:
                 if not (slot.forks.ready and slot.forks.ask(client)):
