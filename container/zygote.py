@@ -251,7 +251,9 @@ class Zygote:
     def _hosted(self, slot: Slot) -> None:
         """The model's connection went to a host, whose output goes to ours: its stdio is needed no more."""
         self._drop_stdio(slot)
-        if not slot.quiet:  # MMS is connected, so past reading the launcher's start-up lines
+        # MMS is connected, so past its start-up check: the EOF its stdout reader then meets only ends the
+        # reader (WorkerLifeCycle.ReaderThread's setSuccess(false) is read by startBackendServer alone).
+        if not slot.quiet:
             slot.quiet = True
             try:
                 slot.conn.sendall(launcher_wire.QUIET)
@@ -264,13 +266,15 @@ class Zygote:
         if slot.fds:
             return True
         if slot.quiet:  # as when it was hosted: its output goes to serve's (ours)
+            fds: list[int] = []
             try:
-                slot.fds = [os.open(os.devnull, os.O_RDONLY), os.dup(1), os.dup(2)]
+                fds.append(os.open(os.devnull, os.O_RDONLY))
+                fds += [os.dup(1), os.dup(2)]
             except OSError as exc:
-                launcher_wire.close_fds(slot.fds)
-                slot.fds = []
+                launcher_wire.close_fds(fds)
                 log.warning("no descriptors for %s's worker: %s", slot.args.model_name, exc)
                 return False
+            slot.fds = fds
             return True
         try:
             slot.fds, other = launcher_wire.ask_stdio(slot.conn)
