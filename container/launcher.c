@@ -8,6 +8,11 @@
  *     {"argv": [...], "cwd": "...", "env": {...}, "adopt": false} with fds 0, 1, 2 attached
  *     (SCM_RIGHTS); forward signals as "S<signum>\n"; on "X<waitstatus>\n" exit the same way
  *     (re-raising the signal when the model was ended by one).
+ *   - This process keeps the model's stdio for the zygote, which lets its copies go (descriptors per
+ *     model bound how many models it keeps): on "F\n" send "F\n" with fds 0, 1, 2 attached again.
+ *     On "Q\n" (the model is served by a shared host, whose output goes to serve's own) let them go:
+ *     fds 0, 1, 2 become /dev/null, so MMS's readers of our stdout/stderr meet EOF and end (a thread
+ *     and a descriptor each in Java); later registrations say "quiet": true.
  *   - The zygote went away: reconnect (it is restarted by serve) and register again with
  *     "adopt": true, so the model's socket is served again while its workers keep running.
  *     A registration that ends within 10 s of being made counts as refused: the next one waits
@@ -19,6 +24,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -33,6 +39,7 @@
 extern char **environ;
 
 static volatile int conn_fd = -1;
+static int quiet = 0;
 
 struct buf { char *data; size_t len, cap; };
 
@@ -104,6 +111,25 @@ static int connect_zygote(const char *path, int patience_s) {
     }
 }
 
+/* The zygote asks for the model's stdio again ("F"): send it, as at registration, attached to "F\n". */
+static void send_stdio(int fd) {
+    int fds[3] = {0, 1, 2};
+    char control[CMSG_SPACE(sizeof fds)];
+    memset(control, 0, sizeof control);
+    struct iovec iov = {"F\n", 2};
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof fds);
+    memcpy(CMSG_DATA(cm), fds, sizeof fds);
+    while (sendmsg(fd, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR) {}
+}
+
 static int register_model(const char *path, int argc, char **argv, int adopt) {
     struct buf b = {0};
     char cwd[PATH_MAX];
@@ -126,7 +152,9 @@ static int register_model(const char *path, int argc, char **argv, int adopt) {
         put(&b, ": ", 2);
         put_json_string(&b, eq + 1, strlen(eq + 1));
     }
-    put(&b, adopt ? "}, \"adopt\": true}" : "}, \"adopt\": false}", adopt ? 17 : 18);
+    const char *tail = quiet ? (adopt ? "}, \"quiet\": true, \"adopt\": true}" : "}, \"quiet\": true, \"adopt\": false}")
+                             : (adopt ? "}, \"adopt\": true}" : "}, \"adopt\": false}");
+    put(&b, tail, strlen(tail));
 
     int fd = connect_zygote(path, 60);
     unsigned char header[4] = {
@@ -231,6 +259,21 @@ int main(int argc, char **argv) {
         }
         line[have] = '\0';
         have = 0;
+        if (line[0] == 'Q') {
+            int null = open("/dev/null", O_RDWR);
+            if (null >= 0) {
+                quiet = 1;
+                dup2(null, 0);
+                dup2(null, 1);
+                dup2(null, 2);
+                if (null > 2) close(null);
+            }
+            continue;
+        }
+        if (line[0] == 'F') {
+            send_stdio(conn_fd);
+            continue;
+        }
         if (line[0] == 'X') {
             int status = atoi(line + 1);
             if (WIFSIGNALED(status)) {

@@ -5,8 +5,9 @@ MMS's Java front runs `<python> model_service_worker.py --sock-name ... --model-
 as that executable. It passes its argv, environment, working directory and stdio to the zygote, which
 then serves the model's socket with workers forked from its pre-warmed interpreter. This process
 stays as the model's stand-in for Java: signals sent to it are forwarded, and it exits with the
-model's status (re-raising the same signal when the model was ended by one). If Java kills it with
-SIGKILL (as MMS does on DELETE), the zygote sees the socket close and ends the model's workers,
+model's status (re-raising the same signal when the model was ended by one), and it keeps the model's stdio
+for the zygote, which asks for it again with `F`, or lets it go with `Q` (launcher_wire.py). If Java
+kills it with SIGKILL (as MMS does on DELETE), the zygote sees the socket close and ends the model's workers,
 which also watch this process and exit with it.
 """
 
@@ -30,7 +31,7 @@ def main() -> None:
     if not path:
         sys.stderr.write("launcher: _MME_ZYGOTE_SOCKET is not set\n")
         sys.exit(2)
-    state = {"conn": register(path, adopt=False)}
+    state = {"conn": register(path, adopt=False), "quiet": False}
 
     def forward(signum, _frame):
         try:
@@ -55,18 +56,31 @@ def main() -> None:
             refusals = refusals + 1 if time.monotonic() - since < 10 else 0
             if refusals:
                 time.sleep(min(5.0, 0.05 * 2 ** (refusals - 1)))
-            state["conn"] = register(path, adopt=True)
+            state["conn"] = register(path, adopt=True, quiet=state["quiet"])
             since = time.monotonic()
             buf = b""
             continue
-        buf = exit_on_status(buf + chunk)
+        buf = exit_on_status(buf + chunk, state)
 
 
-def exit_on_status(buf: bytes) -> bytes:
-    """Exit as the model did once the zygote says how it ended (`X<waitstatus>`); the unread rest."""
+def exit_on_status(buf: bytes, state: dict) -> bytes:
+    """Exit as the model did once the zygote says how it ended (`X<waitstatus>`), give it our stdio again
+    when it asks (`F`), let our stdio go when told (`Q`); the unread rest."""
+    conn = state["conn"]
     while b"\n" in buf:
         line, buf = buf.split(b"\n", 1)
-        if line.startswith(b"X"):
+        if line == b"Q":
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.close(null)
+            state["quiet"] = True
+        elif line == b"F":
+            try:
+                conn.sendmsg([b"F\n"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]))])
+            except OSError:
+                pass  # the zygote is going: its successor gets them with our registration
+        elif line.startswith(b"X"):
             status = int(line[1:])
             if os.WIFSIGNALED(status):
                 sig = os.WTERMSIG(status)
@@ -76,11 +90,11 @@ def exit_on_status(buf: bytes) -> bytes:
     return buf
 
 
-def register(path: str, adopt: bool) -> socket.socket:
+def register(path: str, adopt: bool, quiet: bool = False) -> socket.socket:
     """Send our argv, environment, cwd and stdio to the zygote, which then serves this model."""
     conn = connect(path)
     request = json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ),
-                          "adopt": adopt}).encode()
+                          "adopt": adopt, "quiet": quiet}).encode()
     frame = struct.pack("!I", len(request)) + request
     try:
         sent = conn.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]))])

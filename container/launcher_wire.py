@@ -4,6 +4,15 @@ A launcher registers a model with one message: a 4-byte big-endian length, a JSO
 {"argv": [...], "cwd": "...", "env": {...}, "adopt": bool}, and its stdin/stdout/stderr attached as
 SCM_RIGHTS. It may then send `S<signum>\\n` to forward a signal; the zygote answers `X<waitstatus>\\n` when
 the model ends.
+
+The launcher lives as long as the model and has a descriptor limit of its own, so it is the keeper of the
+model's stdio: the zygote lets its copies go once the model's first connection is served (three descriptors
+per model fewer in the zygote) and asks for them again with `F\\n` when it forks the model a worker later
+(a model moving out of a dead host, an OOM-killed worker's replacement); the launcher answers `F\\n` with its
+fds 0, 1, 2 attached. A model served by a shared host needs them no more (a host's output goes to serve's
+own): the zygote tells its launcher `Q\\n`, and the launcher points its fds 0, 1, 2 at /dev/null, so MMS's
+readers of its stdout and stderr meet EOF and end, with a descriptor and a thread each in Java; it then
+registers again (after a zygote restart) with "quiet": true.
 """
 
 from __future__ import annotations
@@ -60,6 +69,39 @@ def signal_request(data: bytes) -> int | None:
         if line.startswith(b"S") and line[1:].isdigit():
             return int(line[1:])
     return None
+
+
+def ask_stdio(conn: socket.socket, timeout_s: float = 2.0) -> tuple[list[int], bytes]:
+    """The model's stdio again, from its launcher (`F`); and whatever else the launcher sent meanwhile
+    (signal requests, for the caller). ValueError/OSError when the launcher is gone or does not answer."""
+    fds = array.array("i")
+    other = b""
+    conn.sendall(b"F\n")
+    conn.settimeout(timeout_s)
+    try:
+        while True:
+            data, ancdata, _flags, _addr = conn.recvmsg(256, socket.CMSG_LEN(3 * fds.itemsize))
+            for level, kind, raw in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(raw[: len(raw) - (len(raw) % fds.itemsize)])
+            if not data:
+                raise ValueError("launcher gone")
+            if fds:  # the answer's bytes come with its descriptors: the kernel does not merge past them
+                other += data.replace(b"F\n", b"", 1)
+                break
+            other += data
+    except BaseException:
+        close_fds(list(fds))
+        raise
+    finally:
+        conn.settimeout(None)
+    if len(fds) != 3:
+        close_fds(list(fds))
+        raise ValueError(f"expected 3 stdio descriptors, got {len(fds)}")
+    return list(fds), other
+
+
+QUIET = b"Q\n"
 
 
 def exit_message(wait_status: int) -> bytes:

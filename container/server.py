@@ -103,6 +103,8 @@ class Server:
              "--handler", self.s.handler],
             env=self.env(), preexec_fn=lambda: die_with_parent(signal.SIGTERM),
         )
+        # Our MMS plugin counts the zygote's descriptors too before a load (container/java Descriptors).
+        (self.run / "ledger" / "zygote-pid").write_text(f"{self.zygote.pid}\n")
         deadline = time.monotonic() + self.s.startup_timeout_s
         while not sock.exists():
             if self.zygote.poll() is not None:

@@ -24,6 +24,7 @@ reloads the model on the same connection (see Worker and container/worker_state.
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import logging
 import os
@@ -58,7 +59,8 @@ OOM_MESSAGE = "Insufficient memory: the model's worker was killed by the out-of-
 
 @dataclass
 class Slot:
-    """One model MMS asked for: its launcher, its socket, its stdio and its live workers."""
+    """One model MMS asked for: its launcher, its socket, its live workers, and its stdio (`fds`) until its
+    first connection is served: the launcher keeps them, and gives them again when asked (_stdio)."""
 
     conn: socket.socket
     launcher_pid: int
@@ -69,6 +71,7 @@ class Slot:
     workers: set[int] = field(default_factory=set)
     ended: bool = False
     forks: ModelForks = field(default_factory=ModelForks)  # its loader and its waiting connections
+    quiet: bool = False  # its launcher let its stdio go (hosted): a worker of its own writes to ours
 
 
 @dataclass
@@ -91,6 +94,9 @@ class Zygote:
         self.oom_kills = oom_kill_count()
         self.listener: socket.socket | None = None
         self.wake_r, self.wake_w = socket.socketpair()
+        # Given up when the descriptors run out, to accept a launcher and refuse it at once (else it would
+        # wait in the backlog and MMS out its 60 s start-up timeout).
+        self.spare_fd: int | None = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self.stopping = False
         self.early_exits = EarlyExits()
         self.hosts = Hosts.from_env(self)  # MME_BACKEND=hosts: small models share host processes (hosts.py)
@@ -146,7 +152,12 @@ class Zygote:
     # -- launchers ---------------------------------------------------------------------------
     def _accept_launcher(self) -> None:
         assert self.listener is not None
-        conn, _ = self.listener.accept()
+        try:
+            conn, _ = self.listener.accept()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                self._refuse_for_room()
+            return
         conn.settimeout(10)
         try:
             pid = launcher_wire.peer_pid(conn)
@@ -166,7 +177,8 @@ class Zygote:
             self._refuse(conn)
             return
         conn.settimeout(None)
-        slot = Slot(conn=conn, launcher_pid=pid, request=request, fds=fds, args=args)
+        slot = Slot(conn=conn, launcher_pid=pid, request=request, fds=fds, args=args,
+                    quiet=bool(request.get("quiet")))
         try:
             slot.listener = self._bind(args.sock_name)
         except OSError as exc:
@@ -179,6 +191,27 @@ class Zygote:
         if not request.get("adopt"):
             # What MMS waits for on the backend server's stdout before it connects.
             self._write(slot, mms_protocol.handshake(args.sock_name, pid))
+        else:
+            self._drop_stdio(slot)  # the model's workers, if any, run on: asked for again if needed
+
+    def _refuse_for_room(self) -> None:
+        """Out of descriptors: take the waiting launcher with the spare one, and refuse it (MMS fails the load
+        at once); our plugin's check (container/java Descriptors) keeps this a last resort."""
+        assert self.listener is not None
+        if self.spare_fd is not None:
+            os.close(self.spare_fd)
+            self.spare_fd = None
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            conn = None
+        if conn is not None:
+            log.warning("out of file descriptors: a model's registration was refused")
+            self._refuse(conn)
+        try:
+            self.spare_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            pass  # taken meanwhile: the next shortage finds no spare, and the launcher waits as before
 
     @staticmethod
     def _refuse(conn: socket.socket) -> None:
@@ -207,6 +240,52 @@ class Zygote:
             os.write(slot.fds[2 if err else 1], text.encode())
         except OSError:
             pass
+
+    @staticmethod
+    def _drop_stdio(slot: Slot) -> None:
+        """Let the model's stdio go: three descriptors per model would bound the models one zygote keeps
+        (nofile); its launcher keeps them, and _stdio asks for them again."""
+        launcher_wire.close_fds(slot.fds)
+        slot.fds = []
+
+    def _hosted(self, slot: Slot) -> None:
+        """The model's connection went to a host, whose output goes to ours: its stdio is needed no more."""
+        self._drop_stdio(slot)
+        # MMS is connected, so past its start-up check: the EOF its stdout reader then meets only ends the
+        # reader (WorkerLifeCycle.ReaderThread's setSuccess(false) is read by startBackendServer alone).
+        if not slot.quiet:
+            slot.quiet = True
+            try:
+                slot.conn.sendall(launcher_wire.QUIET)
+            except OSError:
+                pass  # the launcher is going: its EOF ends the model
+
+    def _stdio(self, slot: Slot) -> bool:
+        """The model's stdio in `slot.fds`, asked again from its launcher when let go; False when the
+        launcher is gone or does not answer (the model is ending)."""
+        if slot.fds:
+            return True
+        if slot.quiet:  # as when it was hosted: its output goes to serve's (ours)
+            fds: list[int] = []
+            try:
+                fds.append(os.open(os.devnull, os.O_RDONLY))
+                fds += [os.dup(1), os.dup(2)]
+            except OSError as exc:
+                launcher_wire.close_fds(fds)
+                log.warning("no descriptors for %s's worker: %s", slot.args.model_name, exc)
+                return False
+            slot.fds = fds
+            return True
+        try:
+            slot.fds, other = launcher_wire.ask_stdio(slot.conn)
+        except (OSError, ValueError) as exc:
+            log.warning("could not get %s's stdio back from its launcher: %s", slot.args.model_name, exc)
+            return False
+        sig = launcher_wire.signal_request(other)
+        if sig is not None:  # a signal forwarded while we asked: the model dies of it, as it would have
+            self._end(slot, status=sig, sig=sig)
+            return False
+        return True
 
     def _from_launcher(self, slot: Slot) -> None:
         try:
@@ -274,11 +353,15 @@ class Zygote:
             except OSError:
                 return
             if self.hosts is not None and self.hosts.take(slot, client):
+                self._hosted(slot)
                 return
             if slot.forks.ctl is not None:
                 if not (slot.forks.ready and slot.forks.ask(client)):
                     slot.forks.waiting.append(client)  # the loader is loading: forked once it has
                 return
+        if not self._stdio(slot):
+            client.close()  # MMS sees the connection close; the launcher's end ends the model
+            return
         ctl = None
         if slot.forks.ctl is None:  # this worker loads the model and forks the model's further workers
             ctl = slot.forks.new_loader()
@@ -291,6 +374,7 @@ class Zygote:
             self._become_worker(slot, client, state, reload, ctl)  # never returns
         if ctl is not None:
             ctl.close()
+        self._drop_stdio(slot)  # the worker has them now
         slot.workers.add(pid)
         self.workers[pid] = Worker(slot, client, state)
 
@@ -354,6 +438,8 @@ class Zygote:
             for sock in (self.listener, self.wake_r, self.wake_w):
                 if sock is not None:
                     sock.close()
+            if self.spare_fd is not None:
+                os.close(self.spare_fd)
             self.sel.close()
         except BaseException:  # leave the fork no matter what
             log.exception("worker set-up failed")
@@ -466,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stdout, format="%(asctime)s [zygote] %(message)s", level=logging.INFO)
     die_with_parent(signal.SIGTERM)
     become_subreaper()
-    # Each model holds a socket, a launcher connection and three stdio descriptors here.
+    # Each model holds its socket, its launcher's connection and a copy of MMS's connection here.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     t0 = time.perf_counter()

@@ -92,12 +92,14 @@ class Serve:
 
 
 @contextmanager
-def running_serve(tmp: Path, **env: str) -> Iterator[Serve]:
+def running_serve(tmp: Path, nofile: int | None = None, **env: str) -> Iterator[Serve]:
+    """`container/serve` on a free port; `nofile`: under that descriptor limit (soft and hard, as prlimit)."""
     port = ports.free_port()
     log_path = tmp / f"serve-{port}.log"
     full_env = {**os.environ, "SAGEMAKER_BIND_TO_PORT": str(port), "SAGEMAKER_MULTI_MODEL": "true", **env}
+    command = [str(SERVE)] if nofile is None else ["prlimit", f"--nofile={nofile}:{nofile}", str(SERVE)]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(SERVE)], env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     serve = Serve(proc, port, log_path)
     try:
         ports.wait_for_ping(serve.url, 90, lambda: proc.poll() is None)

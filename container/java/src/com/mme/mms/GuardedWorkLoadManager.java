@@ -317,6 +317,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
     /** A load settled with every worker up: from here the policy may scale it. */
     void loaded(Model model) {
         LOADING.remove(model);
+        Descriptors.closeBackendStdin(model);
         WorkerScaler.loaded(model);
     }
 
@@ -370,6 +371,12 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
             LOADS_REFUSED.incrementAndGet();
             logger.warn("model {} refused: {}", model.getModelName(), refusal);
             throw new BadRequestException(refusal);
+        }
+        String shortage = Descriptors.shortage();
+        if (shortage != null) {
+            forget(model); // unregistered before the answer: SageMaker's retry after unloading must not meet 409
+            logger.warn("model {} refused: {}", model.getModelName(), shortage);
+            throw new Descriptors.Exhausted(shortage);
         }
         LOADING.add(model);
         try {

@@ -97,6 +97,10 @@ public class LifecyclePlugin extends ModelServerEndpoint {
                         + GuardedWorkLoadManager.UNLOADS_WAITED.get()
                         + ",\"unstartable_loads_refused\":"
                         + GuardedWorkLoadManager.LOADS_REFUSED.get()
+                        + ",\"loads_refused_for_descriptors\":"
+                        + Descriptors.REFUSED.get()
+                        + ",\"backend_stdins_closed\":"
+                        + Descriptors.STDIN_CLOSED.get()
                         + ",\"failed_loads_unregistered_before_answer\":"
                         + LoadAttempt.FAILED.get()
                         + ",\"pipelined_requests_held\":"
