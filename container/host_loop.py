@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from mms.protocol.otf_message_handler import create_load_model_response, create_predict_response
 
+from sklearn_mme.container import stage_clock
 from sklearn_mme.container.backend import DRAIN_IDLE_S, Backend
 from sklearn_mme.container.host_memory import HostMemory
 from sklearn_mme.container.mms_frames import FrameReader
@@ -208,6 +209,7 @@ class HostLoop:
             self._drop(conn, tell=True)
             return
         if cmd == b"L" and len(self.loading) < HostState.MAX_LOADING:
+            stage_clock.load_mark(conn.name, "h_frame")
             self._load_in_thread(conn, msg)
             self.state.set(IDLE)
             return
@@ -241,6 +243,7 @@ class HostLoop:
             try:
                 answer = self._load(conn, msg)
                 conn.sock.sendall(answer)
+                stage_clock.load_mark(conn.name, "h_sent")
             except Exception:  # dropped meanwhile (DELETE), or a bug: the loop must hear of it either way
                 log.exception("load of %s ended badly", conn.name)
             finally:
@@ -271,7 +274,9 @@ class HostLoop:
         # whose readers end at once); the zygote removes them when the model goes.
         io_name = msg.pop("ioFileDescriptor", b"").decode("utf-8", "replace")
         before = set(children(os.getpid()))
+        stage_clock.load_mark(conn.name, "h_load_in")
         result, code = conn.backend.load_model(msg)
+        stage_clock.load_mark(conn.name, "h_load_out")
         conn.started |= set(children(os.getpid())) - before
         conn.loaded = code == 200
         if conn.loaded:

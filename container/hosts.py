@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sklearn_mme.container import host_loop, mms_protocol, worker_output
+from sklearn_mme.container import host_loop, mms_protocol, stage_clock, worker_output
 from sklearn_mme.container.host_loop import BUSY, READING, WRITING, HostState
 from sklearn_mme.container.oom import oom_kill_count
 from sklearn_mme.container.procutil import become_subreaper
@@ -151,6 +151,7 @@ class Hosts:
     # -- connections --------------------------------------------------------------------------------
     def take(self, slot: Slot, client: socket.socket) -> bool:
         """Hand MMS's new connection to `slot`'s model to a host; False: it gets a process of its own."""
+        stage_clock.load_mark(slot.args.model_name, "z_accepted")
         if self.stopping or not self.hosts or not self._hostable(slot):
             return False
         open_hosts = [h for h in self.hosts.values() if not h.retiring]
@@ -161,6 +162,7 @@ class Hosts:
         if not self._send(hosted, host):
             return False
         self.conns[hosted.id] = hosted
+        stage_clock.load_mark(slot.args.model_name, "z_handed")
         return True
 
     def _hostable(self, slot: Slot) -> bool:

@@ -35,7 +35,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from sklearn_mme.container import launcher_wire, mms_protocol, worker_process
+from sklearn_mme.container import launcher_wire, mms_protocol, stage_clock, worker_process
 from sklearn_mme.container.hosts import Hosts
 from sklearn_mme.container.ledger import MemoryLedger
 from sklearn_mme.container.model_forks import EarlyExits, ModelForks
@@ -166,6 +166,7 @@ class Zygote:
             self._refuse(conn)
             return
         conn.settimeout(None)
+        stage_clock.load_mark(args.model_name, "z_registered")
         slot = Slot(conn=conn, launcher_pid=pid, request=request, fds=fds, args=args)
         try:
             slot.listener = self._bind(args.sock_name)
@@ -179,6 +180,7 @@ class Zygote:
         if not request.get("adopt"):
             # What MMS waits for on the backend server's stdout before it connects.
             self._write(slot, mms_protocol.handshake(args.sock_name, pid))
+            stage_clock.load_mark(args.model_name, "z_handshake")
 
     @staticmethod
     def _refuse(conn: socket.socket) -> None:

@@ -215,6 +215,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
             attempt.threads.add(thread);
             threadPool.submit(thread);
         }
+        LoadClock.mark(model.getModelName(), "j_workers");
         return attempt.answer();
     }
 
@@ -269,6 +270,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
             throw new BadRequestException(refusal);
         }
         LOADING.add(model);
+        LoadClock.mark(model.getModelName(), "j_backend_start");
         try {
             super.addServerThread(model, future);
         } catch (InterruptedException | ExecutionException | TimeoutException | RuntimeException e) {
@@ -285,6 +287,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
             throw new ConflictStatusException(
                     "Model " + model.getModelName() + " was unloaded while it was loading");
         }
+        LoadClock.mark(model.getModelName(), "j_backend_up");
     }
 
     /** Why Runtime.exec would refuse to start this model, or null. */
