@@ -181,6 +181,8 @@ class Zygote:
             # What MMS waits for on the backend server's stdout before it connects.
             self._write(slot, mms_protocol.handshake(args.sock_name, pid))
             stage_clock.load_mark(args.model_name, "z_handshake")
+            if self.hosts is not None:
+                self.hosts.prefetch(slot)  # its host loads it while MMS connects
 
     @staticmethod
     def _refuse(conn: socket.socket) -> None:
