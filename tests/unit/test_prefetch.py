@@ -1,5 +1,5 @@
-"""Prefetch (issue 13's cold load): the zygote tells a host to load a model as soon as it registers, and the
-host's cache then holds it when MMS's load frame arrives; a prefetch whose connection never comes is let go."""
+"""Prefetch (issue 13's cold load): the zygote tells a host to load a model as soon as it registers, and
+the host's cache holds it when MMS's load frame arrives; a prefetch whose connection never comes is let go."""
 
 from __future__ import annotations
 
