@@ -194,6 +194,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
 
     /** MMS's addThreads for a fresh load, with a LoadAttempt's listener and reply handler. */
     private CompletableFuture<HttpResponseStatus> startLoad(Model model) {
+        LoadClock.mark(model.getModelName(), "j_workers");
         int count = model.getMinWorkers();
         LoadAttempt attempt = new LoadAttempt(this, model, count);
         workers.put(model.getModelName(), attempt.threads);
@@ -215,7 +216,6 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
             attempt.threads.add(thread);
             threadPool.submit(thread);
         }
-        LoadClock.mark(model.getModelName(), "j_workers");
         return attempt.answer();
     }
 
