@@ -58,7 +58,8 @@ def request_stages(server: Ours, models: Sequence[BenchModel], count: int, stage
             pings.append(time.perf_counter_ns() - t0)
     finally:
         http.close()
-    worker = sorted(tuple(int(v) for v in line.split()[1:]) for line in stage_log.read_text().splitlines())
+    worker = sorted(tuple(int(v) for v in line.split()[1:]) for line in stage_log.read_text().splitlines()
+                    if not line.startswith("load "))  # a model load's steps (load_breakdown.py)
     spans: dict[str, list[int]] = {label: [] for label, _, _ in ROWS}
     totals, j = [], 0
     for c0, c1 in client:

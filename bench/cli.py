@@ -23,6 +23,7 @@ from bench.chart import PssCurve, median_curve, write_chart
 from bench.client import BenchError, Http, load_all, note, throughput, unload_all, verify_all, warm_latency
 from bench.interleave import TIMING_KEYS, interleaved_timing
 from bench.latency import run_latency
+from bench.load_breakdown import run_load_breakdown
 from bench.models import BenchModel, make_models
 from bench.procmem import ROLES, role_delta_per_model
 from bench.reload import run_reload
@@ -59,6 +60,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--latency", action="store_true",
                    help="instead: the warm path (issue 19): ours' per-stage breakdown, then latency and "
                         "throughput (8/32 clients, all models and one hot model) beside the peers")
+    p.add_argument("--load-breakdown", action="store_true",
+                   help="instead: N cold loads into ours (MME_BACKEND=hosts unless --ours-env says), the "
+                        "median time of each step of a load (plugin, launcher, zygote, host), DELETE p50")
     p.add_argument("--reload", action="store_true",
                    help="instead: MME_BACKEND=hosts, a budget of a few models: reload p50 of evicted models")
     p.add_argument("--scale-timeout", type=float, default=900.0, help="time budget of the scale loads (s)")
@@ -317,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             text, result = run_latency(args, workdir)
         elif args.reload:
             text, result = run_reload(args, workdir)
+        elif args.load_breakdown:
+            text, result = run_load_breakdown(args, workdir)
         else:
             text, result = run_scale(args, workdir) if args.scale else run_compare(args, workdir)
         failed = False

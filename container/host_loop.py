@@ -32,12 +32,14 @@ from dataclasses import dataclass, field
 
 from mms.protocol.otf_message_handler import create_load_model_response, create_predict_response
 
+from sklearn_mme.container import stage_clock
 from sklearn_mme.container.backend import DRAIN_IDLE_S, Backend
 from sklearn_mme.container.host_memory import HostMemory
 from sklearn_mme.container.mms_frames import FrameReader
 from sklearn_mme.container.mms_predict import predict
 from sklearn_mme.container.procutil import OwnChildren, children, end_tree
 from sklearn_mme.container.settings import Wiring
+from sklearn_mme.handler.service import ModelService
 
 log = logging.getLogger("mme.host")
 IDLE, READING, BUSY, WRITING = 0, 1, 2, 3
@@ -150,6 +152,12 @@ class HostLoop:
             return False  # the zygote went
         if msg[:1] == b"A" and len(fds) == 1:
             self._adopt(json.loads(msg[1:]), socket.socket(fileno=fds[0]))
+        elif msg[:1] == b"P" and not fds:
+            self._prefetch(os.fsdecode(msg[1:]))
+        elif msg[:1] == b"U" and not fds:
+            path = os.fsdecode(msg[1:])
+            if not any(c.path == path for c in self.conns.values()):
+                self.memory.drop(path, path, last=True)
         elif msg[:1] == b"D":
             for fd in fds:
                 os.close(fd)
@@ -160,6 +168,18 @@ class HostLoop:
             for fd in fds:
                 os.close(fd)
         return True
+
+    def _prefetch(self, path: str) -> None:
+        """Load a model that was just registered into the cache, in a thread, before MMS's load asks for it
+        (hosts.py prefetch). MMS's load then finds it there, or waits for this load (the cache loads a key
+        once); a failure here is not cached, and MMS's load tries again and answers with its reason."""
+        def load() -> None:
+            try:
+                self.memory.cache.get_or_load(path, lambda: ModelService.load(path))
+            except Exception:  # MMS's own load reports it
+                pass
+
+        threading.Thread(target=load, name="prefetch", daemon=True).start()
 
     def _adopt(self, info: dict, sock: socket.socket) -> None:
         if info.get("decode") is not None:  # whether MMS's decoder turns JSON and text bodies into objects
@@ -208,6 +228,7 @@ class HostLoop:
             self._drop(conn, tell=True)
             return
         if cmd == b"L" and len(self.loading) < HostState.MAX_LOADING:
+            stage_clock.load_mark(conn.name, "h_frame")
             self._load_in_thread(conn, msg)
             self.state.set(IDLE)
             return
@@ -241,6 +262,7 @@ class HostLoop:
             try:
                 answer = self._load(conn, msg)
                 conn.sock.sendall(answer)
+                stage_clock.load_mark(conn.name, "h_sent")
             except Exception:  # dropped meanwhile (DELETE), or a bug: the loop must hear of it either way
                 log.exception("load of %s ended badly", conn.name)
             finally:
@@ -271,7 +293,9 @@ class HostLoop:
         # whose readers end at once); the zygote removes them when the model goes.
         io_name = msg.pop("ioFileDescriptor", b"").decode("utf-8", "replace")
         before = set(children(os.getpid()))
+        stage_clock.load_mark(conn.name, "h_load_in")
         result, code = conn.backend.load_model(msg)
+        stage_clock.load_mark(conn.name, "h_load_out")
         conn.started |= set(children(os.getpid())) - before
         conn.loaded = code == 200
         if conn.loaded:

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sklearn_mme.container import host_loop, mms_protocol, worker_output
+from sklearn_mme.container import host_loop, mms_protocol, stage_clock, worker_output
 from sklearn_mme.container.host_loop import BUSY, READING, WRITING, HostState
 from sklearn_mme.container.oom import oom_kill_count
 from sklearn_mme.container.procutil import become_subreaper
@@ -87,6 +87,8 @@ class Hosts:
         self.own_process: set[str] = set()
         self.ids = itertools.count(1)
         self.stopping = False
+        # Models a host is loading ahead of MMS's connection (prefetch), by the model's socket path.
+        self.prefetched: dict[str, Host] = {}
 
     @classmethod
     def from_env(cls, zygote: Zygote) -> Hosts | None:
@@ -151,17 +153,53 @@ class Hosts:
     # -- connections --------------------------------------------------------------------------------
     def take(self, slot: Slot, client: socket.socket) -> bool:
         """Hand MMS's new connection to `slot`'s model to a host; False: it gets a process of its own."""
+        stage_clock.load_mark(slot.args.model_name, "z_accepted")
         if self.stopping or not self.hosts or not self._hostable(slot):
             return False
-        open_hosts = [h for h in self.hosts.values() if not h.retiring]
-        if not open_hosts:
-            return False
-        host = min(open_hosts, key=lambda h: len(h.conns))
+        host = self.prefetched.pop(slot.args.sock_name, None)
+        if host is None or not self._open(host):
+            if host is not None:
+                self._unfetch(host, slot)
+            host = self._pick()
+            if host is None:
+                return False
         hosted = Hosted(next(self.ids), slot, client, host)
         if not self._send(hosted, host):
             return False
         self.conns[hosted.id] = hosted
+        stage_clock.load_mark(slot.args.model_name, "z_handed")
         return True
+
+    def prefetch(self, slot: Slot) -> None:
+        """A model just registered: the host its connection will go to loads it now, while MMS reads the
+        handshake and connects (~3 ms), so MMS's load finds it in that host's cache. Not a model with code of
+        its own: what its model_fn starts belongs to its connection, which does not exist yet."""
+        if self.stopping or not self.hosts or not self._hostable(slot) \
+                or os.path.isdir(os.path.join(slot.args.model_path, "code")):
+            return
+        host = self._pick()
+        if host is None:
+            return
+        try:
+            host.ctl.send(b"P" + slot.args.model_path.encode())
+        except OSError:
+            return
+        self.prefetched[slot.args.sock_name] = host
+
+    def _unfetch(self, host: Host, slot: Slot) -> None:
+        """The prefetched model's connection went elsewhere or never came: its host lets it go (unless a
+        connection there serves the same directory)."""
+        try:
+            host.ctl.send(b"U" + slot.args.model_path.encode())
+        except OSError:
+            pass
+
+    def _open(self, host: Host) -> bool:
+        return not host.retiring and not host.ended and self.hosts.get(host.pid) is host
+
+    def _pick(self) -> Host | None:
+        open_hosts = [h for h in self.hosts.values() if not h.retiring]
+        return min(open_hosts, key=lambda h: len(h.conns)) if open_hosts else None
 
     def _hostable(self, slot: Slot) -> bool:
         if self.workers_per_model > 1 or slot.args.model_name in self.own_process:
@@ -208,6 +246,9 @@ class Hosts:
         """The model was deleted (its launcher went): its host drops it, and the connection closes. A host
         still busy with that model's request (MMS gave up on it: DELETE, or its response timeout) is stuck in
         it and holds up its other models: it is killed, and they go to a fresh host."""
+        fetched = self.prefetched.pop(slot.args.sock_name, None)
+        if fetched is not None and self._open(fetched):
+            self._unfetch(fetched, slot)  # MMS never connected (e.g. a DELETE overtook the load)
         for hosted in [h for h in self.conns.values() if h.slot is slot]:
             host = hosted.host
             stuck = host.state.get() in ((BUSY, hosted.id), (READING, hosted.id))

@@ -82,7 +82,8 @@ def _dead(pid: int) -> bool:
 def end_tree(root: int, include_root: bool = True, wait_s: float = 0.5) -> int:
     """SIGKILL everything below `root` (and `root`), wherever it moved: all are stopped first, until the
     tree stops growing, so none can fork or re-parent out of reach meanwhile. Waits up to `wait_s` for
-    the descendants to be dead before `root` is killed: whoever sees `root` gone sees them gone.
+    the descendants to be dead before `root` is killed (whoever sees `root` gone sees them gone), and for
+    `root` after.
     Returns how many descendants there were."""
     stopped: list[int] = []
     for _ in range(100):  # a fork bomb must not keep us here
@@ -106,6 +107,11 @@ def end_tree(root: int, include_root: bool = True, wait_s: float = 0.5) -> int:
         time.sleep(0.001)
     if include_root:
         _signal(root, signal.SIGKILL)
+        # And `root` itself: whoever sees the model gone next (its ledger line, written at once on tmpfs)
+        # must not find what it started still running.
+        deadline = time.monotonic() + wait_s
+        while not _dead(root) and time.monotonic() < deadline:
+            time.sleep(0.001)
     return len(below)
 
 

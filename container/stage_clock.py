@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import time
 
+from sklearn_mme.container.settings import Wiring
+
 # When the socket became readable, the message was decoded, the handler was entered and left, and the
 # answer was written to MMS.
 STAGES = ("readable", "decoded", "handle_in", "handle_out", "sent")
@@ -33,3 +35,18 @@ class StageClock:
 
 def from_path(path: str | None) -> StageClock | None:
     return StageClock(path) if path else None
+
+
+# A model load's steps (`python -m bench --load-breakdown`): the zygote, the hosts and our MMS plugin
+# (LoadClock.java) each append "load STAGE NANOS MODEL" lines to the same file when MME_STAGE_LOG is set.
+_load_fd: int | None = None
+
+
+def load_mark(model: str, stage: str) -> None:
+    """One step of `model`'s load, now; free when MME_STAGE_LOG is unset."""
+    global _load_fd
+    if _load_fd is None:
+        path = Wiring.from_env().stage_log
+        _load_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644) if path else -1
+    if _load_fd >= 0:
+        os.write(_load_fd, f"load {stage} {time.perf_counter_ns()} {model}\n".encode())

@@ -36,7 +36,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from sklearn_mme.container import launcher_wire, mms_protocol, worker_process
+from sklearn_mme.container import launcher_wire, mms_protocol, stage_clock, worker_process
 from sklearn_mme.container.hosts import Hosts
 from sklearn_mme.container.ledger import MemoryLedger
 from sklearn_mme.container.model_forks import EarlyExits, ModelForks
@@ -177,6 +177,7 @@ class Zygote:
             self._refuse(conn)
             return
         conn.settimeout(None)
+        stage_clock.load_mark(args.model_name, "z_registered")
         slot = Slot(conn=conn, launcher_pid=pid, request=request, fds=fds, args=args,
                     quiet=bool(request.get("quiet")))
         try:
@@ -191,6 +192,9 @@ class Zygote:
         if not request.get("adopt"):
             # What MMS waits for on the backend server's stdout before it connects.
             self._write(slot, mms_protocol.handshake(args.sock_name, pid))
+            stage_clock.load_mark(args.model_name, "z_handshake")
+            if self.hosts is not None:
+                self.hosts.prefetch(slot)  # its host loads it while MMS connects
         else:
             self._drop_stdio(slot)  # the model's workers, if any, run on: asked for again if needed
 

@@ -1,5 +1,6 @@
 """The warm path through real MMS (issue 19): no log line per request, and the stage log the bench's
-breakdown reads (MME_STAGE_LOG), one line per invoke from the worker that answered it."""
+breakdown reads (MME_STAGE_LOG), one line per invoke from the worker that answered it; and the steps of a
+cold load that `bench --load-breakdown` reads from the same file (issue 13)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.load_breakdown import STEPS, read_marks
 from tests.support import running_serve
 
 INVOKES = 20
@@ -28,7 +30,8 @@ def test_invokes_log_nothing_per_request_and_stage_lines_line_up(backend: str, m
             answer = serve.invoke("iris", "5.1,3.5,1.4,0.2")
             spans.append((t0, time.perf_counter_ns()))
             assert answer.status_code == 200 and answer.json()["predictions"] == [0]
-        stages = [[int(v) for v in line.split()] for line in stage_log.read_text().splitlines()]
+        stages = [[int(v) for v in line.split()] for line in stage_log.read_text().splitlines()
+                  if not line.startswith("load ")]  # the load's steps: test_load_steps_line_up
         time.sleep(0.5)  # MMS logs asynchronously: give a per-request line time to appear
         added = serve.log().splitlines()[lines_before:]
     # Before: "Backend response time: N" at info from MMS's worker thread, one line per request.
@@ -40,3 +43,22 @@ def test_invokes_log_nothing_per_request_and_stage_lines_line_up(backend: str, m
         # "sent" may follow the client's read: the worker can lose the CPU right after its write.
         assert t0 < marks[0] <= marks[1] <= marks[2] <= marks[3] <= marks[4]  # same clock as ours
         assert marks[3] < t1
+
+
+@pytest.mark.parametrize("backend", ["hosts", "zygote"])
+def test_load_steps_line_up(backend: str, model_root: Path, tmp_path: Path) -> None:
+    """Our plugin, the zygote and (hosts) the host each stamp their steps of a load, in the order the load
+    passes them, between the client's own stamps around the POST."""
+    stage_log = tmp_path / "stages.log"
+    with running_serve(tmp_path, MME_BACKEND=backend, MME_STAGE_LOG=str(stage_log)) as serve:
+        t0 = time.perf_counter_ns()
+        assert serve.load("iris", model_root / "iris_logreg").status_code == 200
+        t1 = time.perf_counter_ns()
+        marks = read_marks(stage_log)["iris"]
+    expected = {step for step, _ in STEPS[1:-1]}
+    if backend == "zygote":  # no host: the zygote forks the model's own worker
+        expected -= {"z_accepted", "z_handed", "h_frame", "h_load_in", "h_load_out", "h_sent"}
+    assert set(marks) == expected
+    stamps = [marks[step] for step, _ in STEPS if step in marks]
+    assert t0 < stamps[0] and stamps[-1] < t1
+    assert stamps == sorted(stamps), marks

@@ -211,6 +211,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
 
     /** MMS's addThreads for a fresh load, with a LoadAttempt's listener and reply handler. */
     private CompletableFuture<HttpResponseStatus> startLoad(Model model) {
+        LoadClock.mark(model.getModelName(), "j_workers");
         int count = model.getMinWorkers();
         LoadAttempt attempt = new LoadAttempt(this, model, count);
         workers.put(model.getModelName(), attempt.threads);
@@ -379,6 +380,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
             throw new Descriptors.Exhausted(shortage);
         }
         LOADING.add(model);
+        LoadClock.mark(model.getModelName(), "j_backend_start");
         try {
             super.addServerThread(model, future);
         } catch (InterruptedException | ExecutionException | TimeoutException | RuntimeException e) {
@@ -395,6 +397,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
             throw new ConflictStatusException(
                     "Model " + model.getModelName() + " was unloaded while it was loading");
         }
+        LoadClock.mark(model.getModelName(), "j_backend_up");
     }
 
     /** Why Runtime.exec would refuse to start this model, or null. */

@@ -121,8 +121,11 @@ final class LoadAttempt {
 
         @Override
         public void notifyChangeState(String name, WorkerState state, HttpResponseStatus status) {
-            if (state == WorkerState.WORKER_MODEL_LOADED) {
+            if (state == WorkerState.WORKER_STARTED) {
+                LoadClock.mark(name, "j_connect");
+            } else if (state == WorkerState.WORKER_MODEL_LOADED) {
                 if (loading.decrementAndGet() == 0 && settled.compareAndSet(false, true)) {
+                    LoadClock.mark(name, "j_loaded");
                     manager.loaded(model);
                     answer.complete(status);
                 }
