@@ -261,8 +261,8 @@ class HostLoop:
         def load() -> None:
             try:
                 answer = self._load(conn, msg)
+                stage_clock.load_mark(conn.name, "h_sent")  # before: MMS may stamp its read first
                 conn.sock.sendall(answer)
-                stage_clock.load_mark(conn.name, "h_sent")
             except Exception:  # dropped meanwhile (DELETE), or a bug: the loop must hear of it either way
                 log.exception("load of %s ended badly", conn.name)
             finally:

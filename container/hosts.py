@@ -164,10 +164,10 @@ class Hosts:
             if host is None:
                 return False
         hosted = Hosted(next(self.ids), slot, client, host)
+        stage_clock.load_mark(slot.args.model_name, "z_handed")  # before: the host may stamp its read first
         if not self._send(hosted, host):
             return False
         self.conns[hosted.id] = hosted
-        stage_clock.load_mark(slot.args.model_name, "z_handed")
         return True
 
     def prefetch(self, slot: Slot) -> None:

@@ -191,8 +191,9 @@ class Zygote:
         self.sel.register(slot.listener, selectors.EVENT_READ, ("model", slot))
         if not request.get("adopt"):
             # What MMS waits for on the backend server's stdout before it connects.
-            self._write(slot, mms_protocol.handshake(args.sock_name, pid))
+            # Stamped before the write: MMS may read the line and stamp its next step before we run again.
             stage_clock.load_mark(args.model_name, "z_handshake")
+            self._write(slot, mms_protocol.handshake(args.sock_name, pid))
             if self.hosts is not None:
                 self.hosts.prefetch(slot)  # its host loads it while MMS connects
         else:
