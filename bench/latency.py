@@ -106,7 +106,9 @@ def _phase(kinds: Sequence[str], models: Sequence[BenchModel], args: argparse.Na
 
 def run_breakdown(models: Sequence[BenchModel], args: argparse.Namespace, workdir: Path) -> dict:
     stage_log = workdir / "stages.log"
-    server = Ours(workdir / "ours-stages", extra_env={**args.ours_env, "MME_STAGE_LOG": str(stage_log)})
+    # The default backend (shared hosts) unless --ours-env says otherwise.
+    server = Ours(workdir / "ours-stages", backend="hosts",
+                  extra_env={**args.ours_env, "MME_STAGE_LOG": str(stage_log)})
     http = Http(server.port)
     try:
         server.start()
@@ -116,6 +118,7 @@ def run_breakdown(models: Sequence[BenchModel], args: argparse.Namespace, workdi
         verify_all(http, models, "verify ours (stages)")
         http.close()
         stage_log.write_text("")  # only the measured requests
+        Path(f"{stage_log}.java").write_text("")  # the Java front's marks (JavaStages.java)
         result = breakdown.request_stages(server, models, args.invokes, stage_log)
     finally:
         http.close()

@@ -68,11 +68,11 @@ def _repeat(servers: dict[str, Ours], https: dict[str, Http], models: list,
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.warm_ab", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", type=int, default=50, help="distinct small models loaded into each container")
-    p.add_argument("--invokes", type=int, default=2000, help="warm invokes per container per repeat, each way")
+    p.add_argument("--invokes", type=int, default=2000, help="warm invokes per container per repeat")
     p.add_argument("--rounds", type=int, default=8, help="alternations between the two containers")
     p.add_argument("--repeats", type=int, default=3, help="times the whole alternation is run")
     p.add_argument("--clients", type=int, default=8, help="keep-alive clients of the throughput windows")
-    p.add_argument("--duration", type=float, default=8.0, help="seconds of throughput per container per repeat")
+    p.add_argument("--duration", type=float, default=8.0, help="seconds of load per container, repeat")
     p.add_argument("--backend", choices=("hosts", "zygote"), default="hosts", help="MME_BACKEND of both")
     p.add_argument("--off", default="_MME_EARLY_ANSWERS=off", metavar="KEY=VALUE",
                    help="the environment of the 'off' container")

@@ -5,12 +5,12 @@ import com.amazonaws.ml.mms.util.messages.ModelWorkerResponse;
 import com.amazonaws.ml.mms.wlm.WorkerThread;
 import io.netty.channel.Channel;
 import io.netty.channel.ChannelHandlerContext;
-import io.netty.channel.ChannelInboundHandlerAdapter;
+import io.netty.channel.ChannelDuplexHandler;
+import io.netty.channel.ChannelPromise;
 import io.netty.channel.ChannelPipeline;
 import java.lang.reflect.Field;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicLong;
-import java.util.function.Consumer;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -24,26 +24,42 @@ import org.slf4j.LoggerFactory;
  * finds its jobs answered (LoadAttempt.Replies) and takes the next request. Only successful replies to
  * invokes are answered here: load replies and failures keep MMS's own path.
  */
-final class EarlyAnswers extends ChannelInboundHandlerAdapter {
+final class EarlyAnswers extends ChannelDuplexHandler {
 
     private static final Logger logger = LoggerFactory.getLogger(EarlyAnswers.class);
     static final String NAME = "mme-early-answers";
     /** A bench-only switch (bench/warm_ab.py): MMS's own path, to measure against. */
     static final boolean OFF = "off".equals(System.getenv("_MME_EARLY_ANSWERS"));
 
+    /** What answers a reply: LoadAttempt's Replies. */
+    interface Answer {
+        /** On the backend's event loop; with JavaStages on, when the request went out and the reply came. */
+        void replied(ModelWorkerResponse reply, long writtenNanos, long readNanos);
+    }
+
     /** Invokes answered here (GET /mme). */
     static final AtomicLong ANSWERED = new AtomicLong();
 
-    private final Consumer<ModelWorkerResponse> answer;
+    private final Answer answer;
+    /** With MME_STAGE_LOG (JavaStages): when this loop wrote the request out. */
+    long writtenNanos;
 
-    private EarlyAnswers(Consumer<ModelWorkerResponse> answer) {
+    private EarlyAnswers(Answer answer) {
         this.answer = answer;
+    }
+
+    @Override
+    public void write(ChannelHandlerContext ctx, Object msg, ChannelPromise promise) {
+        if (JavaStages.ON) {
+            writtenNanos = System.nanoTime();
+        }
+        ctx.write(msg, promise);
     }
 
     @Override
     public void channelRead(ChannelHandlerContext ctx, Object msg) {
         if (msg instanceof ModelWorkerResponse) {
-            answer.accept((ModelWorkerResponse) msg);
+            answer.replied((ModelWorkerResponse) msg, writtenNanos, JavaStages.ON ? System.nanoTime() : 0);
         }
         ctx.fireChannelRead(msg); // on to MMS's WorkerHandler and its worker thread
     }
@@ -52,7 +68,7 @@ final class EarlyAnswers extends ChannelInboundHandlerAdapter {
      * The backend channel (its id is what MMS's worker thread passes to getRequest) of one of these
      * worker threads gets the handler, once; false if it has none yet or cannot take one.
      */
-    static boolean install(List<WorkerThread> threads, String channelId, Consumer<ModelWorkerResponse> answer) {
+    static boolean install(List<WorkerThread> threads, String channelId, Answer answer) {
         try {
             for (WorkerThread thread : List.copyOf(threads)) {
                 Channel channel = backendChannel(thread);

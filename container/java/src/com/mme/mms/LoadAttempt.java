@@ -145,6 +145,8 @@ final class LoadAttempt {
         private volatile boolean invoke;
         /** The reply EarlyAnswers answered, for the worker thread to pass over. */
         private volatile ModelWorkerResponse early;
+        /** With MME_STAGE_LOG (JavaStages): when MMS's worker thread took the request. */
+        private volatile long dispatchNanos;
         /** The backend channel that has EarlyAnswers (MMS reconnects a worker after its backend died). */
         private String hooked;
 
@@ -171,11 +173,17 @@ final class LoadAttempt {
          * invoke is answered now. The worker thread filled the jobs before it wrote the request, and
          * takes the reply only after this returns.
          */
-        private synchronized void replied(ModelWorkerResponse message) {
-            if (!invoke || message.getCode() != 200) {
+        private synchronized void replied(ModelWorkerResponse message, long writtenNanos, long readNanos) {
+            if (!invoke) {
                 return;
             }
             invoke = false;
+            if (JavaStages.ON) {
+                JavaStages.line('W', dispatchNanos, writtenNanos, readNanos);
+            }
+            if (message.getCode() != 200) {
+                return;
+            }
             try {
                 super.sendResponse(message);
                 early = message;
@@ -211,6 +219,9 @@ final class LoadAttempt {
                 hooked = threadName;
             }
             invoke = request instanceof ModelInferenceRequest; // before the write: the event loop sees it
+            if (JavaStages.ON) {
+                dispatchNanos = System.nanoTime();
+            }
             handling = true; // before the check: an unload either sees this or is seen below
             if (!(request instanceof ModelLoadModelRequest) && GuardedWorkLoadManager.unloading(model)) {
                 handling = false;
