@@ -1,11 +1,11 @@
 """`python -m bench.warm_ab`: the warm path with and without a plugin switch, both containers up at once.
 
 Two of our containers (`--backend`, shared hosts by default), the same models in each; one runs with
-`--off` (a bench-only environment switch, default `_MME_EARLY_ANSWERS=off`: MMS's worker thread answers
-every invoke, as before EarlyAnswers.java). Warm invokes alternate between them in `--rounds` windows,
-over one keep-alive connection and then with a new connection per request, and `--clients` keep-alive
-clients for `--duration` s; `--repeats` times. Prints per repeat p50/p99 of both and the ratio off/on
-(above 1: the switch's default is faster), and the medians.
+`--off KEY=VALUE` in its environment (repeatable; default the bench-only switch `_MME_EARLY_ANSWERS=off`:
+MMS's worker thread answers every invoke, as before EarlyAnswers.java). Warm invokes alternate between them
+in `--rounds` windows, over one keep-alive connection and then with a new connection per request, and
+`--clients` keep-alive clients for `--duration` s; `--repeats` times. Prints per repeat p50/p99 of both and
+the ratio off/on (above 1: the default is faster), and the medians.
 """
 
 from __future__ import annotations
@@ -74,17 +74,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=8, help="keep-alive clients of the throughput windows")
     p.add_argument("--duration", type=float, default=8.0, help="seconds of load per container, repeat")
     p.add_argument("--backend", choices=("hosts", "zygote"), default="hosts", help="MME_BACKEND of both")
-    p.add_argument("--off", default="_MME_EARLY_ANSWERS=off", metavar="KEY=VALUE",
-                   help="the environment of the 'off' container")
+    p.add_argument("--off", action="append", default=[], metavar="KEY=VALUE",
+                   help="the environment of the 'off' container (repeatable; default _MME_EARLY_ANSWERS=off)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
-    key, _, value = args.off.partition("=")
+    off = dict(kv.partition("=")[::2] for kv in args.off or ["_MME_EARLY_ANSWERS=off"])
 
     with tempfile.TemporaryDirectory(prefix="mme-bench-ab-") as tmp:
         work = Path(tmp)
         models = make_models(work / "models", args.models, with_vanilla=False)
         servers = {"on": Ours(work / "on", backend=args.backend),
-                   "off": Ours(work / "off", backend=args.backend, extra_env={key: value})}
+                   "off": Ours(work / "off", backend=args.backend, extra_env=off)}
         try:
             https = {label: _start(label, s, models) for label, s in servers.items()}
             repeats = [_repeat(servers, https, models, args) for _ in range(args.repeats)]
@@ -92,15 +92,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             for server in servers.values():
                 server.stop()
     med = {k: {row: statistics.median(r[k][row] for r in repeats) for row in ROWS} for k in ("on", "off")}
-    print(f"{args.off} against the default, {args.models} models, backend {args.backend}, {args.repeats} "
-          f"repeats of {args.rounds} alternating rounds (medians; ratio off/on for times, on/off for req/s):")
+    switch = " ".join(f"{k}={v}" for k, v in off.items())
+    print(f"{switch} ('off') against the default ('on'), {args.models} models, backend {args.backend}, "
+          f"{args.repeats} repeats of {args.rounds} alternating rounds (medians; ratio off/on for times, "
+          "on/off for req/s):")
     for row in ROWS:
         per = " ".join(f"{r['on'][row]:.2f}/{r['off'][row]:.2f}" for r in repeats)
-        on, off = med["on"][row], med["off"][row]
-        ratio = off / on if row != "rps" else on / off
-        print(f"  {row:18s} on {on:9.2f}  off {off:9.2f}  ratio {ratio:.3f}   per repeat on/off: {per}")
+        a, b = med["on"][row], med["off"][row]
+        ratio = b / a if row != "rps" else a / b
+        print(f"  {row:18s} on {a:9.2f}  off {b:9.2f}  ratio {ratio:.3f}   per repeat on/off: {per}")
     if args.json:
-        args.json.write_text(json.dumps({"repeats": repeats, "median": med, "off": args.off}, indent=2))
+        args.json.write_text(json.dumps({"repeats": repeats, "median": med, "off": off}, indent=2))
     return 0
 
 
