@@ -34,6 +34,43 @@ ROWS = (  # label, start, end: client marks c0/c1, worker marks as in container/
 )
 
 
+# With the Java front's own marks (container/java JavaStages: "H read answer", "W dispatch written reply"),
+# the spans outside the worker split further.
+JAVA_ROWS = (
+    ("client -> Java: http.client send, loopback TCP, Netty read + HTTP decode", "c0", "read"),
+    ("Java: MMS's handlers, job queue, MMS's worker thread wakes", "read", "dispatch"),
+    ("Java: request to the backend's event loop (a thread hop), frame encode", "dispatch", "written"),
+    ("Java -> worker: Unix socket, the worker wakes", "written", "readable"),
+    *ROWS[1:-1],
+    ("worker -> Java: Unix socket, backend event loop wakes, frame decode", "sent", "reply"),
+    ("Java: answer built, handed to the client's event loop (a thread hop)", "reply", "answer"),
+    ("Java -> client: HTTP encode, write, loopback, client wakes and parses", "answer", "c1"),
+)
+WORKER_MARKS = ("readable", "decoded", "handle_in", "handle_out", "sent")
+
+
+def _java_lines(path: Path) -> dict[str, list[tuple[int, ...]]]:
+    out: dict[str, list[tuple[int, ...]]] = {"H": [], "W": []}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            kind, *marks = line.split()
+            if kind in out:
+                out[kind].append(tuple(int(v) for v in marks))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+class _Cursor:
+    """The first line whose first mark falls inside each successive request's window."""
+
+    def __init__(self, lines: list[tuple[int, ...]]) -> None:
+        self.lines, self.j = lines, 0
+
+    def inside(self, c0: int, c1: int) -> tuple[int, ...] | None:
+        while self.j < len(self.lines) and self.lines[self.j][0] < c0:
+            self.j += 1
+        return self.lines[self.j] if self.j < len(self.lines) and self.lines[self.j][0] <= c1 else None
+
+
 def _us(values: Sequence[float]) -> float:
     return statistics.median(values) / 1000.0
 
@@ -58,20 +95,29 @@ def request_stages(server: Ours, models: Sequence[BenchModel], count: int, stage
             pings.append(time.perf_counter_ns() - t0)
     finally:
         http.close()
-    worker = sorted(tuple(int(v) for v in line.split()[1:]) for line in stage_log.read_text().splitlines()
-                    if not line.startswith("load "))  # a model load's steps (load_breakdown.py)
-    spans: dict[str, list[int]] = {label: [] for label, _, _ in ROWS}
-    totals, j = [], 0
+    lines = stage_log.read_text().splitlines()
+    worker = _Cursor(sorted(tuple(int(v) for v in line.split()[1:]) for line in lines
+                                 if not line.startswith("load ")))  # load steps: load_breakdown.py
+    java = _java_lines(Path(f"{stage_log}.java"))
+    heard, dispatched = _Cursor(java["H"]), _Cursor(java["W"])
+    rows = JAVA_ROWS if len(java["H"]) >= count * 0.9 and len(java["W"]) >= count * 0.9 else ROWS
+    spans: dict[str, list[int]] = {label: [] for label, _, _ in rows}
+    totals = []
     for c0, c1 in client:
-        while j < len(worker) and worker[j][0] < c0:
-            j += 1
         # Matched by when the worker got it. Not by "sent": a worker can lose the CPU right after its
         # write, so the client may have the answer first (that request's last span is then negative).
-        if j == len(worker) or worker[j][0] > c1:
+        w = worker.inside(c0, c1)
+        if w is None:
             continue  # no worker line inside this request's window (lines lost)
-        marks = dict(zip(("readable", "decoded", "handle_in", "handle_out", "sent"), worker[j], strict=True))
+        marks = dict(zip(WORKER_MARKS, w, strict=True))
         marks.update(c0=c0, c1=c1)
-        for label, start, end in ROWS:
+        if rows is JAVA_ROWS:
+            h, d = heard.inside(c0, c1), dispatched.inside(c0, c1)
+            if h is None or d is None:
+                continue
+            marks.update(zip(("read", "answer"), h, strict=True))
+            marks.update(zip(("dispatch", "written", "reply"), d, strict=True))
+        for label, start, end in rows:
             spans[label].append(marks[end] - marks[start])
         totals.append(c1 - c0)
     if len(totals) < count * 0.9:

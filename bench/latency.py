@@ -137,7 +137,9 @@ def _policy_phase(models: Sequence[BenchModel], args: argparse.Namespace, workdi
 
 def run_breakdown(models: Sequence[BenchModel], args: argparse.Namespace, workdir: Path) -> dict:
     stage_log = workdir / "stages.log"
-    server = Ours(workdir / "ours-stages", extra_env={**args.ours_env, "MME_STAGE_LOG": str(stage_log)})
+    # The default backend (shared hosts) unless --ours-env says otherwise.
+    server = Ours(workdir / "ours-stages", backend="hosts",
+                  extra_env={**args.ours_env, "MME_STAGE_LOG": str(stage_log)})
     http = Http(server.port)
     try:
         server.start()
@@ -147,6 +149,7 @@ def run_breakdown(models: Sequence[BenchModel], args: argparse.Namespace, workdi
         verify_all(http, models, "verify ours (stages)")
         http.close()
         stage_log.write_text("")  # only the measured requests
+        Path(f"{stage_log}.java").write_text("")  # the Java front's marks (JavaStages.java)
         result = breakdown.request_stages(server, models, args.invokes, stage_log)
     finally:
         http.close()

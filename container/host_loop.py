@@ -108,6 +108,7 @@ class HostLoop:
         self.loading: set[int] = set()
         self.finished: list[Conn] = []
         self.wake_r, self.wake_w = socket.socketpair()
+        self.clock = stage_clock.from_path(Wiring.from_env().stage_log)  # the bench's breakdown
 
     def run(self) -> int:
         from sklearn_mme.container import mms_entry
@@ -221,7 +222,11 @@ class HostLoop:
             if not conn.reader.pending() and not conn.sock.recv(1, socket.MSG_PEEK):
                 raise ConnectionError("MMS closed the connection")
             self.state.set(READING, conn.id)
+            if self.clock is not None:
+                self.clock.mark(stage_clock.READABLE)
             cmd, msg = conn.reader.read()
+            if self.clock is not None:
+                self.clock.mark(stage_clock.DECODED)
         except (OSError, ValueError) as exc:
             self.state.set(IDLE)
             log.info("connection of %s ended: %s", conn.name, exc)
@@ -240,6 +245,9 @@ class HostLoop:
         self.state.set(WRITING, conn.id)
         try:
             conn.sock.sendall(answer)
+            if self.clock is not None and cmd == b"I":
+                self.clock.mark(stage_clock.SENT)
+                self.clock.flush()
         except OSError:
             # MMS is gone from this connection: end it for every holder (the zygote keeps a copy).
             try:
@@ -314,7 +322,7 @@ class HostLoop:
             conn.loaded = True
         before = self.own_children.snapshot()
         try:
-            return predict(conn.backend.service, msg, None)
+            return predict(conn.backend.service, msg, self.clock)
         finally:
             # What the model's code started (a child, or a daemon re-parented here): ended with the model.
             conn.started |= OwnChildren.new(before, self.own_children.snapshot())

@@ -147,12 +147,13 @@ def _emf_dimensions(text: str) -> tuple[tuple[str, str], ...]:
 _JAVA_OPTS = (
     # G1, whose heap our MMS plugin shrinks back with one full GC once a burst of loads, unloads or
     # traffic has been quiet for 3 s (HeapTrim.java; G1's own periodic GC repeated it every 3 s for ever,
-    # 100-400 ms each at 1,000 models, in the way of /metrics scrapes); a small initial heap; C1 only (less
-    # code cache); unpooled Netty buffers, whose pools otherwise keep what a burst allocated; and a periodic
-    # malloc_trim, which gives back the native memory of the threads hundreds of models used.
+    # 100-400 ms each at 1,000 models, in the way of /metrics scrapes); a small initial heap; both JIT tiers
+    # (C1 only saved 6-22 MB of code cache once, but left the front's hot path ~20% slower: bench/README.md,
+    # "Latency mode"); unpooled Netty buffers, whose pools otherwise keep what a burst allocated; and a
+    # periodic malloc_trim, which gives back the native memory of the threads hundreds of models used.
     # Measured with 30 models: Java idle 113 -> ~60 MB, ~2 -> ~0.9 MB per loaded model.
     "-XX:+UseG1GC -Xss512k"
-    " -XX:-UsePerfData -XX:TieredStopAtLevel=1 -Xms8m -XX:MaxHeapFreeRatio=20 -XX:MinHeapFreeRatio=5"
+    " -XX:-UsePerfData -Xms8m -XX:MaxHeapFreeRatio=20 -XX:MinHeapFreeRatio=5"
     " -Dio.netty.allocator.type=unpooled -XX:TrimNativeHeapInterval=2000"
 )
 

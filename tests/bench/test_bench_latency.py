@@ -26,10 +26,12 @@ def test_latency_mode_breaks_a_request_down_and_compares_peers(tmp_path: Path) -
     result = json.loads(out.read_text())
     assert result["mode"] == "latency"
     (stages,) = result["breakdown"]
-    assert stages["requests"] >= 180  # nearly every request matched its worker's line
+    assert stages["requests"] >= 180  # nearly every request matched its worker's and the Java front's lines
     spans = stages["stages_us"]
-    assert set(spans) == {label for label, _, _ in breakdown.ROWS}
-    assert all(v > 0 for v in spans.values()), spans
+    assert set(spans) == {label for label, _, _ in breakdown.JAVA_ROWS}
+    # Not the span from the worker's "sent": a worker can lose the CPU right after its write, and Java then
+    # reads the answer before the worker notes that it sent it (the median of a short span can go negative).
+    assert all(v > 0 for label, v in spans.items() if not label.startswith("worker -> ")), spans
     # Medians of the parts need not add up exactly to the median whole, but near it.
     assert 0.6 * stages["total_us"] < sum(spans.values()) < 1.4 * stages["total_us"]
     assert 0 < stages["ping_us"] < stages["total_us"]

@@ -62,3 +62,34 @@ def test_load_steps_line_up(backend: str, model_root: Path, tmp_path: Path) -> N
     stamps = [marks[step] for step, _ in STEPS if step in marks]
     assert t0 < stamps[0] and stamps[-1] < t1
     assert stamps == sorted(stamps), marks
+
+
+def _answers(serve) -> list[tuple[int, bytes, dict[str, str]]]:
+    """Invokes that succeed, one that fails (400) and a success after it, as the client sees them."""
+    out = []
+    for body in ["5.1,3.5,1.4,0.2", "6.7,3.0,5.2,2.3", "not,a,number", "5.1,3.5,1.4,0.2"]:
+        r = serve.invoke("iris", body)
+        headers = {k.lower(): v for k, v in r.headers.items() if k.lower() not in ("x-request-id", "date")}
+        out.append((r.status_code, r.content, headers))
+    return out
+
+
+@pytest.mark.parametrize("backend", ["hosts", "zygote"])
+def test_successful_invokes_are_answered_early_and_the_same(backend: str, model_root: Path,
+                                                            tmp_path: Path) -> None:
+    """EarlyAnswers.java: an invoke the worker answered (its reply frame says 200, also when it carries the
+    handler's 400) is answered from the backend channel's event loop, counted in GET /mme; the client sees
+    the same answers as through MMS's worker thread (the bench-only switch off)."""
+    seen = {}
+    for switch in ("on", "off"):
+        env = {"_MME_EARLY_ANSWERS": "off"} if switch == "off" else {}
+        (tmp_path / switch).mkdir()
+        with running_serve(tmp_path / switch, MME_BACKEND=backend, **env) as serve:
+            assert serve.load("iris", model_root / "iris_logreg").status_code == 200
+            mme = f"{serve.url}/mme"
+            before = serve.http.get(mme, timeout=10).json()["invokes_answered_early"]
+            seen[switch] = _answers(serve) + _answers(serve)
+            after = serve.http.get(mme, timeout=10).json()["invokes_answered_early"]
+        assert after - before == (8 if switch == "on" else 0), (switch, before, after)
+    assert [a[0] for a in seen["on"]] == [200, 200, 400, 200] * 2
+    assert seen["on"] == seen["off"]

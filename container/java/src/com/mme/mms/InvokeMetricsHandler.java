@@ -43,6 +43,9 @@ final class InvokeMetricsHandler extends ChannelDuplexHandler {
                         }
                     }
                     ContainerMetrics.end(p, code, skew);
+                    if (JavaStages.ON && p.kind == ContainerMetrics.Kind.INVOKE) {
+                        JavaStages.line('H', p.startNanos, System.nanoTime());
+                    }
                 }
             }
         }

@@ -105,6 +105,8 @@ public class LifecyclePlugin extends ModelServerEndpoint {
                         + LoadAttempt.FAILED.get()
                         + ",\"pipelined_requests_held\":"
                         + InOrderAnswers.HELD.get()
+                        + ",\"invokes_answered_early\":"
+                        + EarlyAnswers.ANSWERED.get()
                         + ",\"client_connections\":"
                         + ConnectionCap.open()
                         + ",\"client_connection_limit\":"

@@ -3,6 +3,7 @@ package com.mme.mms;
 import com.amazonaws.ml.mms.http.ErrorResponse;
 import com.amazonaws.ml.mms.util.NettyUtils;
 import com.amazonaws.ml.mms.util.messages.BaseModelRequest;
+import com.amazonaws.ml.mms.util.messages.ModelInferenceRequest;
 import com.amazonaws.ml.mms.util.messages.ModelLoadModelRequest;
 import com.amazonaws.ml.mms.util.messages.ModelWorkerResponse;
 import com.amazonaws.ml.mms.wlm.BatchAggregator;
@@ -190,6 +191,14 @@ final class LoadAttempt {
         private volatile boolean handling;
         /** Being scaled down (retire): requests go back to the queue. */
         private volatile boolean retiring;
+        /** The request out is an invoke (not a load): its success may be answered early. */
+        private volatile boolean invoke;
+        /** The reply EarlyAnswers answered, for the worker thread to pass over. */
+        private volatile ModelWorkerResponse early;
+        /** With MME_STAGE_LOG (JavaStages): when MMS's worker thread took the request. */
+        private volatile long dispatchNanos;
+        /** The backend channel that has EarlyAnswers (MMS reconnects a worker after its backend died). */
+        private String hooked;
 
         Replies(Model model) {
             super(model);
@@ -197,11 +206,46 @@ final class LoadAttempt {
 
         @Override
         public void sendResponse(ModelWorkerResponse message) {
+            if (message == early) { // answered on the backend's event loop (EarlyAnswers)
+                early = null;
+                handling = false;
+                return;
+            }
             if (!settled.get() && message.getCode() != 200 && reason == null) {
                 reason = message.getMessage(); // the load reply, read before MMS sets the worker's state
             }
             super.sendResponse(message);
             handling = false;
+        }
+
+        /**
+         * On the backend channel's event loop, before MMS's worker thread gets the reply: a successful
+         * invoke is answered now. The worker thread filled the jobs before it wrote the request, and
+         * takes the reply only after this returns.
+         */
+        private synchronized void replied(ModelWorkerResponse message, long writtenNanos, long readNanos) {
+            if (!invoke) {
+                return;
+            }
+            invoke = false;
+            if (JavaStages.ON) {
+                JavaStages.line('W', dispatchNanos, writtenNanos, readNanos);
+            }
+            if (message.getCode() != 200) {
+                return;
+            }
+            try {
+                super.sendResponse(message);
+                early = message;
+                EarlyAnswers.ANSWERED.incrementAndGet();
+            } catch (RuntimeException e) {
+                logger.warn("model {}: early answer failed: {}", model.getModelName(), e.toString());
+            }
+        }
+
+        @Override
+        public synchronized void sendError(BaseModelRequest message, String error, HttpResponseStatus status) {
+            super.sendError(message, error, status); // a worker stopped from another thread: one at a time
         }
 
         /**
@@ -220,6 +264,14 @@ final class LoadAttempt {
                 throw new InterruptedException("load failed");
             }
             BaseModelRequest request = super.getRequest(threadName, state);
+            if (!EarlyAnswers.OFF && !threadName.equals(hooked)
+                    && EarlyAnswers.install(threads, threadName, this::replied)) {
+                hooked = threadName;
+            }
+            invoke = request instanceof ModelInferenceRequest; // before the write: the event loop sees it
+            if (JavaStages.ON) {
+                dispatchNanos = System.nanoTime();
+            }
             handling = true; // before the check: an unload either sees this or is seen below
             if (!(request instanceof ModelLoadModelRequest)
                     && (retiring || GuardedWorkLoadManager.unloading(model))) {
