@@ -60,6 +60,15 @@ class Http:
             self.conn = None
 
 
+def model_workers(http: Http, name: str) -> int:
+    """How many workers MMS lists for `name` now (GET /models/{name})."""
+    status, body = http.call("GET", f"/models/{name}")
+    if status != 200:
+        raise BenchError(f"GET /models/{name}: {status}")
+    info = json.loads(body)
+    return len((info[0] if isinstance(info, list) else info)["workers"])
+
+
 def model_dir(model: BenchModel, layout: str) -> Path:
     return model.vanilla_dir if layout == "vanilla" else model.ours_dir
 

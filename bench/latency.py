@@ -9,7 +9,6 @@ the shared machine's load falls on every column alike; figures are medians over 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import statistics
@@ -19,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import breakdown, report
-from bench.client import BenchError, Http, load_all, note, throughput, verify_all, warm_latency
+from bench.client import BenchError, Http, load_all, model_workers, note, throughput, verify_all, warm_latency
 from bench.models import BenchModel, make_models
 from bench.servers import Ours, Server, layout, make_server, vanilla_properties
 
@@ -105,14 +104,6 @@ def _phase(kinds: Sequence[str], models: Sequence[BenchModel], args: argparse.Na
             server.stop()
 
 
-def _workers(http: Http, name: str) -> int:
-    status, body = http.call("GET", f"/models/{name}")
-    if status != 200:
-        raise BenchError(f"GET /models/{name}: {status}")
-    info = json.loads(body)
-    return len((info[0] if isinstance(info, list) else info)["workers"])
-
-
 def _policy_phase(models: Sequence[BenchModel], args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     """The hot model's throughput in ours with the worker-count policy on (its default: from 1 worker up
     to one per core) and off (MME_MAX_WORKERS_PER_MODEL=1), both up at once in alternating windows."""
@@ -121,7 +112,7 @@ def _policy_phase(models: Sequence[BenchModel], args: argparse.Namespace, workdi
         for label, extra in (("on", {}), ("off", {"MME_MAX_WORKERS_PER_MODEL": "1"})):
             servers[label] = _start("ours", models, args, workdir / f"ours-policy-{label}", 1, extra)
         got = _windows(servers, models, args, latency=False, hot_only=True)
-        workers = {label: _workers(http, models[0].name) for label, (_, http) in servers.items()}
+        workers = {label: model_workers(http, models[0].name) for label, (_, http) in servers.items()}
     finally:
         for server, http in servers.values():
             http.close()

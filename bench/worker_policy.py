@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bench import report
-from bench.client import BenchError, Http, load_all, note, throughput, verify_all
+from bench.client import BenchError, Http, load_all, model_workers, note, throughput, verify_all
 from bench.models import make_models
 from bench.servers import Ours
 
@@ -28,14 +28,6 @@ def _mme(http: Http) -> dict:
     if status != 200:
         raise BenchError(f"GET /mme: {status}")
     return json.loads(body)
-
-
-def _workers(http: Http, name: str) -> int:
-    status, body = http.call("GET", f"/models/{name}")
-    if status != 200:
-        raise BenchError(f"GET /models/{name}: {status}")
-    info = json.loads(body)
-    return len((info[0] if isinstance(info, list) else info)["workers"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             g = got[label]
             rows.append([label, f"{g['spread_ok'] / g['spread_s']:,.0f}", f"{g['spread_added']:.0f}",
                          f"{g['hot_ok'] / g['hot_s']:,.0f}", f"{g['hot_added'] - g['spread_added']:.0f}",
-                         str(_workers(http, models[0].name))])
+                         str(model_workers(http, models[0].name))])
     finally:
         for server, http in servers.values():
             http.close()

@@ -112,14 +112,14 @@ static int connect_zygote(const char *path, int patience_s) {
 }
 
 /* The zygote asks for the model's stdio again ("F"): send it, as at registration, attached to "F\n". */
-static void send_stdio(int fd) {
+/* One sendmsg of iov with our fds 0, 1, 2 attached (SCM_RIGHTS), retried on EINTR. */
+static ssize_t send_with_stdio(int fd, struct iovec *iov, size_t iovlen) {
     int fds[3] = {0, 1, 2};
     char control[CMSG_SPACE(sizeof fds)];
     memset(control, 0, sizeof control);
-    struct iovec iov = {"F\n", 2};
     struct msghdr msg = {0};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
+    msg.msg_iov = iov;
+    msg.msg_iovlen = iovlen;
     msg.msg_control = control;
     msg.msg_controllen = sizeof control;
     struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
@@ -127,7 +127,14 @@ static void send_stdio(int fd) {
     cm->cmsg_type = SCM_RIGHTS;
     cm->cmsg_len = CMSG_LEN(sizeof fds);
     memcpy(CMSG_DATA(cm), fds, sizeof fds);
-    while (sendmsg(fd, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR) {}
+    ssize_t sent;
+    while ((sent = sendmsg(fd, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR) {}
+    return sent;
+}
+
+static void send_stdio(int fd) {
+    struct iovec iov = {"F\n", 2};
+    send_with_stdio(fd, &iov, 1);
 }
 
 static int register_model(const char *path, int argc, char **argv, int adopt) {
@@ -161,22 +168,8 @@ static int register_model(const char *path, int argc, char **argv, int adopt) {
         (unsigned char)(b.len >> 24), (unsigned char)(b.len >> 16),
         (unsigned char)(b.len >> 8), (unsigned char)b.len};
     struct iovec iov[2] = {{header, 4}, {b.data, b.len}};
-    int fds[3] = {0, 1, 2};
-    char control[CMSG_SPACE(sizeof fds)];
-    memset(control, 0, sizeof control);
-    struct msghdr msg = {0};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = 2;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof fds);
-    memcpy(CMSG_DATA(cm), fds, sizeof fds);
     /* A zygote that drops us mid-send is seen by the caller as an EOF: it backs off and retries. */
-    ssize_t sent;
-    while ((sent = sendmsg(fd, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR) {}
+    ssize_t sent = send_with_stdio(fd, iov, 2);
     size_t total = 4 + b.len, done = sent < 0 ? total : (size_t)sent;
     while (done < total) {  /* the rest of a large environment, without the descriptors */
         const char *p = done < 4 ? (const char *)header + done : b.data + (done - 4);

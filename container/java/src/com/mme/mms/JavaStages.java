@@ -15,21 +15,11 @@ import java.nio.charset.StandardCharsets;
  */
 final class JavaStages {
 
-    private static final FileOutputStream OUT = open(System.getenv("MME_STAGE_LOG"));
+    private static final FileOutputStream OUT = StageLog.open(".java");
     static final boolean ON = OUT != null;
 
     private JavaStages() {}
 
-    private static FileOutputStream open(String path) {
-        if (path == null || path.isEmpty()) {
-            return null;
-        }
-        try {
-            return new FileOutputStream(path + ".java", true);
-        } catch (IOException e) {
-            return null;
-        }
-    }
 
     static void line(char kind, long... marks) {
         StringBuilder b = new StringBuilder(64).append(kind);

@@ -1,6 +1,5 @@
 package com.mme.mms;
 
-import java.io.FileOutputStream;
 import java.io.IOException;
 import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
@@ -13,20 +12,10 @@ import java.nio.charset.StandardCharsets;
  */
 final class LoadClock {
 
-    private static final OutputStream OUT = open(System.getenv("_MME_STAGE_LOG"));
+    private static final OutputStream OUT = StageLog.open("");
 
     private LoadClock() {}
 
-    private static OutputStream open(String path) {
-        if (path == null || path.isEmpty()) {
-            return null;
-        }
-        try {
-            return new FileOutputStream(path, true); // O_APPEND: lines of several processes stay whole
-        } catch (IOException e) {
-            return null;
-        }
-    }
 
     static void mark(String model, String stage) {
         if (OUT == null) {
