@@ -1,5 +1,6 @@
 package com.mme.mms;
 
+import com.amazonaws.ml.mms.archive.ModelNotFoundException;
 import com.amazonaws.ml.mms.http.BadRequestException;
 import com.amazonaws.ml.mms.http.ConflictStatusException;
 import com.amazonaws.ml.mms.util.ConfigManager;
@@ -162,12 +163,20 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
             List<WorkerThread> mine = threadsOf(model);
             OWN.remove(model);
             ATTEMPTS.remove(model);
-            workers.remove(name, mine); // only while the name still lists this model's workers
+            unlist(name, mine); // only while the name still lists this model's workers
             for (int i = mine.size() - 1; i >= 0; i--) {
                 mine.get(i).shutdown();
             }
             return stopBackend(model);
         }
+    }
+
+    /**
+     * Drops the name's worker list if it is this one: remove(key, value) compares lists by their
+     * elements, and two models' empty lists are equal, so a new registration's list could go.
+     */
+    private void unlist(String name, List<WorkerThread> threads) {
+        workers.computeIfPresent(name, (key, listed) -> listed == threads ? null : listed);
     }
 
     /** The model's worker threads: its own list, or (a model MMS loaded itself) the name's if they are its. */
@@ -329,7 +338,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
      */
     void discard(Model model, List<WorkerThread> threads) {
         String name = model.getModelName();
-        workers.remove(name, threads);
+        unlist(name, threads);
         OWN.remove(model, threads);
         ATTEMPTS.remove(model);
         WorkerScaler.forget(model);
@@ -356,7 +365,10 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
             return false;
         }
         if (model == null) {
-            return true;
+            // Unregistered since addJob looked it up (an unload, or a refused load forgotten): answer
+            // as addJob itself would have a moment earlier, 404, not MMS's 503 "no worker".
+            throw NotFound.<RuntimeException>raise(
+                    new ModelNotFoundException("Model not found: " + modelName));
         }
         // Between registration and addServerThread (a few instructions) the model has no backend yet.
         boolean registering = model.getServerThread() == null && model.getMaxWorkers() == 0;
@@ -427,10 +439,12 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
     }
 
     private static void forget(Model model) {
-        LOADING.remove(model);
+        // Unregister before leaving LOADING: the other order lets hasNoWorker see a registered,
+        // settled model without workers and answer 503.
         if (ModelManager.getInstance().getModels().remove(model.getModelName(), model)) {
             logger.info("model {} was not started and is not registered", model.getModelName());
         }
+        LOADING.remove(model);
         LifecyclePlugin.answerQueuedOrLog(model);
     }
 
@@ -512,5 +526,13 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
         Field f = target.getClass().getDeclaredField(name);
         f.setAccessible(true);
         return f.get(target);
+    }
+
+    /** hasNoWorker cannot declare MMS's checked ModelNotFoundException; its caller, addJob, does. */
+    private static final class NotFound {
+        @SuppressWarnings("unchecked")
+        static <E extends Throwable> RuntimeException raise(Throwable e) throws E {
+            throw (E) e;
+        }
     }
 }
