@@ -13,7 +13,8 @@ restarts the model's worker), and hands every other connection to a fresh host.
 
 Control messages, zygote -> host: `A` + JSON {id, name, path, handler, tmp_dir, decode} with the connection's
 fd; `D<id>` (the model was deleted). Host -> zygote: `L<id> <io name>` (loaded: the name MMS gave the model's
-stdout/stderr files), `X<id>` (the connection ended here).
+stdout/stderr files), `X<id>` (the connection ended here), `M<id> <ms>` (the model predicts slowly: the host
+serves its connection no more, between two requests, and the zygote gives it a process of its own).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import socket
 import struct
 import sys
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from mms.protocol.otf_message_handler import create_load_model_response, create_predict_response
@@ -43,6 +46,7 @@ from sklearn_mme.handler.service import ModelService
 
 log = logging.getLogger("mme.host")
 IDLE, READING, BUSY, WRITING = 0, 1, 2, 3
+SLOW_WINDOW = 5  # predicts a move is judged on: their median, so one cold or unlucky request moves nothing
 
 
 class HostState:
@@ -86,6 +90,7 @@ class Conn:
     backend: Backend
     loaded: bool = False
     started: set[int] = field(default_factory=set)  # processes its code started (ended with it)
+    predict_ns: deque[int] = field(default_factory=lambda: deque(maxlen=SLOW_WINDOW))
     reader: FrameReader = field(init=False)
 
     def __post_init__(self) -> None:
@@ -108,7 +113,9 @@ class HostLoop:
         self.loading: set[int] = set()
         self.finished: list[Conn] = []
         self.wake_r, self.wake_w = socket.socketpair()
-        self.clock = stage_clock.from_path(Wiring.from_env().stage_log)  # the bench's breakdown
+        wiring = Wiring.from_env()
+        self.clock = stage_clock.from_path(wiring.stage_log)  # the bench's breakdown
+        self.slow_ns = (wiring.host_slow_ms or 0) * 1_000_000
 
     def run(self) -> int:
         from sklearn_mme.container import mms_entry
@@ -164,7 +171,7 @@ class HostLoop:
                 os.close(fd)
             conn = self.conns.get(int(msg[1:]))
             if conn is not None:
-                self._drop(conn, tell=False)
+                self._drop(conn, None)
         else:
             for fd in fds:
                 os.close(fd)
@@ -195,8 +202,9 @@ class HostLoop:
         self.conns[conn.id] = conn
         self.sel.register(sock, selectors.EVENT_READ, conn)
 
-    def _drop(self, conn: Conn, tell: bool) -> None:
-        """Forget a connection; its model leaves the cache unless another connection here serves it."""
+    def _drop(self, conn: Conn, tell: bytes | None) -> None:
+        """Forget a connection, telling the zygote `tell`; its model leaves the cache unless another
+        connection here serves it."""
         self.conns.pop(conn.id, None)
         try:
             self.sel.unregister(conn.sock)
@@ -207,7 +215,7 @@ class HostLoop:
             end_tree(pid)
         self.memory.drop(conn.path, conn.name, last=not any(o.path == conn.path for o in self.conns.values()))
         if tell:
-            self._say(b"X%d" % conn.id)
+            self._say(tell)
 
     def _say(self, msg: bytes) -> None:
         try:
@@ -230,7 +238,7 @@ class HostLoop:
         except (OSError, ValueError) as exc:
             self.state.set(IDLE)
             log.info("connection of %s ended: %s", conn.name, exc)
-            self._drop(conn, tell=True)
+            self._drop(conn, b"X%d" % conn.id)
             return
         if cmd == b"L" and len(self.loading) < HostState.MAX_LOADING:
             stage_clock.load_mark(conn.name, "h_frame")
@@ -238,10 +246,12 @@ class HostLoop:
             self.state.set(IDLE)
             return
         self.state.set(BUSY, conn.id)
+        started = time.perf_counter_ns()
         if cmd == b"L":
             answer = self._load(conn, msg)
         else:
             answer = self._predict(conn, msg)
+            conn.predict_ns.append(time.perf_counter_ns() - started)
         self.state.set(WRITING, conn.id)
         try:
             conn.sock.sendall(answer)
@@ -254,11 +264,28 @@ class HostLoop:
                 conn.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            self._drop(conn, tell=True)
+            self._drop(conn, b"X%d" % conn.id)
         self.state.set(IDLE)
+        if cmd == b"I" and conn.id in self.conns:
+            self._move_if_slow(conn)
         # A failed load keeps its connection: our MMS plugin unregisters the model, MMS kills its launcher,
         # and the zygote's `D` ends it. Closing it here at once raced MMS reading the answer ("The model's
         # worker stopped while loading", 500, instead of the load's own status).
+
+    def _move_if_slow(self, conn: Conn) -> None:
+        """A model whose median predict is past MME_HOST_SLOW_MS holds up every other model here: hand its
+        connection back to the zygote for a process of its own. Only between two requests (its answer is
+        written and nothing of a next one is read), so MMS's next request waits in the socket for the new
+        process, which reloads the model from its directory first."""
+        times = conn.predict_ns
+        if not self.slow_ns or len(times) < SLOW_WINDOW or self.orphaned or self.stopping \
+                or conn.reader.pending():
+            return
+        median = sorted(times)[SLOW_WINDOW // 2]
+        if median > self.slow_ns:
+            log.info("model %s: median predict %.1f ms over its last %d requests: moving it out", conn.name,
+                     median / 1e6, SLOW_WINDOW)
+            self._drop(conn, b"M%d %d" % (conn.id, median // 1_000_000))
 
     def _load_in_thread(self, conn: Conn, msg: dict) -> None:
         self.sel.unregister(conn.sock)  # MMS sends nothing more on it before the load's answer

@@ -14,8 +14,10 @@ host and its model reloads lazily from its directory on its next request.
 Who gets a process of its own instead (today's per-model path, container/model_forks.py): every model when
 SAGEMAKER_MODEL_SERVER_WORKERS > 1 (its workers then share one copy), a model whose files on disk exceed
 MME_HOST_MAX_ARTIFACT (a big model is slow to predict and would hold up its host's other models), a second
-connection to a hosted model (MMS scaled it up: that worker loads its own copy), and a model whose request
-was in flight when its host died or that got its host stuck past a DELETE or its response timeout.
+connection to a hosted model (MMS scaled it up: that worker loads its own copy), a model whose median
+predict is past MME_HOST_SLOW_MS (its host hands the connection back between two requests, host_loop.py),
+and a model whose request was in flight when its host died or that got its host stuck past a DELETE or its
+response timeout.
 """
 
 from __future__ import annotations
@@ -241,6 +243,15 @@ class Hosts:
             hosted.io_name = rest.decode("utf-8", "replace")
         elif msg[:1] == b"X":  # the load failed or MMS hung up: the connection is done
             self._forget(hosted)
+        elif msg[:1] == b"M":  # it predicts slowly: the host let it go between two requests
+            self._forget(hosted, close=False)
+            slot = hosted.slot
+            if self.stopping or slot.ended or slot.listener is None:
+                hosted.client.close()
+                return
+            log.info("model %s predicts slowly in its host (median %s ms): a process of its own from now on",
+                     slot.args.model_name, rest.decode("ascii", "replace"))
+            self._own_process(hosted)
 
     def end_slot(self, slot: Slot) -> None:
         """The model was deleted (its launcher went): its host drops it, and the connection closes. A host
@@ -331,6 +342,11 @@ class Hosts:
         if not hosted.loaded or self.stopping or slot.ended or slot.listener is None:
             hosted.client.close()  # it was the load: answered as failed, MMS unregisters the model
             return
+        self._own_process(hosted)
+
+    def _own_process(self, hosted: Hosted) -> None:
+        """A forked worker of the model's own serves its connection from here on, reloading it first."""
+        slot = hosted.slot
         self.own_process.add(slot.args.model_name)
         args = slot.args
         reload = {"modelName": args.model_name.encode(), "modelPath": args.model_path.encode(),

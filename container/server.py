@@ -84,6 +84,7 @@ class Server:
             worker_memory_limit_bytes=self.s.worker_memory_limit_bytes,
             host_count=self._host_count(),
             host_max_artifact_bytes=self.s.host_max_artifact_bytes if self.s.backend == "hosts" else None,
+            host_slow_ms=self.s.host_slow_ms,
             metrics_max_models=self.s.metrics_max_models,
             idle_connection_timeout_s=self.s.idle_connection_timeout_s,
             max_connections=self.s.max_connections,

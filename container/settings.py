@@ -183,6 +183,10 @@ HOSTS = EnvVar("MME_HOSTS", _whole(1, 256), "",
 HOST_MAX_ARTIFACT = EnvVar("MME_HOST_MAX_ARTIFACT", _size, "8MiB",
                            "with `MME_BACKEND=hosts`: a model whose files on disk add up to more gets its "
                            "own process (so a slow big model does not hold up a host's other models)")
+HOST_SLOW_MS = EnvVar("MME_HOST_SLOW_MS", _whole(0, 3_600_000), "20",
+                      "with `MME_BACKEND=hosts`: a hosted model whose median predict over its last 5 "
+                      "requests takes longer (ms) moves to a process of its own, so it does not hold up "
+                      "its host's other models; 0: never")
 LAUNCHER = EnvVar("MME_LAUNCHER", _choice(LAUNCHERS), "auto",
                   "`c` or `python` per-model launcher (`auto`: C when built)")
 LAUNCHER_BIN = EnvVar("MME_LAUNCHER_BIN", _executable, "",
@@ -231,7 +235,8 @@ PYTHON = EnvVar("MME_PYTHON", _executable, "",
 VARIABLES: tuple[EnvVar, ...] = (
     PORT, WORKERS, MAX_WORKERS_PER_MODEL, SCALE_UP_WAIT, SCALE_DOWN_IDLE, TIMEOUT,
     handler_settings.MAX_PAYLOAD, handler_settings.DEFAULT_ACCEPT,
-    handler_settings.DEFAULT_CONTENT, STARTUP, BACKEND, HOSTS, HOST_MAX_ARTIFACT, LAUNCHER, LAUNCHER_BIN,
+    handler_settings.DEFAULT_CONTENT, STARTUP, BACKEND, HOSTS, HOST_MAX_ARTIFACT, HOST_SLOW_MS,
+    LAUNCHER, LAUNCHER_BIN,
     MEMORY_BUDGET, MEMORY_RESERVE, WORKER_LIMIT, handler_settings.SKOPS_TRUSTED, handler_settings.PROGRAM,
     handler_settings.VERSION_SKEW, HANDLER, JAVA_OPTS, LOG_LEVEL, ACCESS_LOG_LEVEL, METRICS_MAX_MODELS,
     IDLE_CONNECTION_TIMEOUT, MAX_CONNECTIONS, EMF_INTERVAL, EMF_NAMESPACE, EMF_DIMENSIONS, STAGE_LOG, PYTHON,
@@ -250,6 +255,7 @@ class ServeSettings:
     backend: str
     hosts: int | None
     host_max_artifact_bytes: int
+    host_slow_ms: int
     launcher: str
     launcher_bin: str | None
     memory_budget_bytes: int | None
@@ -292,6 +298,7 @@ class ServeSettings:
             backend=BACKEND.read(env),
             hosts=HOSTS.read(env),
             host_max_artifact_bytes=HOST_MAX_ARTIFACT.read(env),
+            host_slow_ms=HOST_SLOW_MS.read(env),
             launcher=LAUNCHER.read(env),
             launcher_bin=LAUNCHER_BIN.read(env),
             memory_budget_bytes=MEMORY_BUDGET.read(env),
@@ -325,6 +332,7 @@ class Wiring:
     worker_memory_limit_bytes: int | None = None
     host_count: int | None = None  # MME_BACKEND=hosts: this many host processes (container/hosts.py)
     host_max_artifact_bytes: int | None = None
+    host_slow_ms: int | None = None  # host_loop.py: a slower hosted model moves out; 0 is never
     # Read by our MMS plugin (container/java, ContainerMetrics and EmfWriter), not by Python.
     metrics_max_models: int | None = None
     idle_connection_timeout_s: int | None = None  # RequestGuardInstaller

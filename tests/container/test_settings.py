@@ -34,6 +34,7 @@ MALFORMED = {
     "MME_BACKEND": "torchserve",
     "MME_HOSTS": "0",
     "MME_HOST_MAX_ARTIFACT": "big",
+    "MME_HOST_SLOW_MS": "20ms",
     "MME_LAUNCHER": "rust",
     "MME_LAUNCHER_BIN": "/nonexistent/mme-launcher",
     "MME_MEMORY_BUDGET": "lots",
