@@ -30,6 +30,7 @@ from bench.reload import run_reload
 from bench.report import MB, ms
 from bench.scale import run_scale
 from bench.servers import UNLOAD_SETTLE_S, layout, make_server, remove_dir, wait_processes
+from bench.slow_neighbour import run_slow_neighbour
 
 SERVER_KINDS = ("ours", "vanilla", "ours-fresh", "ours-hosts", "mlserver", "mlserver-inproc")
 
@@ -65,6 +66,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "median time of each step of a load (plugin, launcher, zygote, host), DELETE p50")
     p.add_argument("--reload", action="store_true",
                    help="instead: MME_BACKEND=hosts, a budget of a few models: reload p50 of evicted models")
+    p.add_argument("--slow-neighbour", action="store_true",
+                   help="instead: one host, small models and a slow one: the small models' latency while the "
+                        "slow one is busy, with MME_HOST_SLOW_MS=0 and with its default")
     p.add_argument("--scale-timeout", type=float, default=900.0, help="time budget of the scale loads (s)")
     p.add_argument("--scale-max-gb", type=float, default=12.0,
                    help="stop the scale loads once the container's PSS passes this (GB)")
@@ -321,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             text, result = run_latency(args, workdir)
         elif args.reload:
             text, result = run_reload(args, workdir)
+        elif args.slow_neighbour:
+            text, result = run_slow_neighbour(args, workdir)
         elif args.load_breakdown:
             text, result = run_load_breakdown(args, workdir)
         else:
@@ -345,5 +351,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    failing = [k for k, t in result["targets"].items() if t["pass"] is False]
+    failing = [k for k, t in result.get("targets", {}).items() if t["pass"] is False]
     return 3 if args.strict and failing else 0

@@ -79,6 +79,24 @@ def test_table_shows_every_metric_ratios_and_targets(quick_run: tuple[dict, str]
 
 
 @pytest.mark.mms
+def test_slow_neighbour_mode_measures_both_settings(tmp_path: Path) -> None:
+    out = tmp_path / "slow.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--slow-neighbour", "--models", "3", "--invokes", "60",
+         "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, f"bench failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    result = json.loads(out.read_text())
+    never, default = result["metrics"]["never"], result["metrics"]["default"]
+    assert result["mode"] == "slow-neighbour"
+    assert never["slow_model_answers"] > 0 and default["slow_model_answers"] > 5
+    # Behind a 50 ms predict in the same host, against beside it in a process of its own.
+    assert never["busy_p50_ms"] > default["busy_p50_ms"]
+    assert "slow model busy" in proc.stdout
+
+
+@pytest.mark.mms
 def test_reload_mode_measures_evicted_and_cached_invokes(tmp_path: Path) -> None:
     out = tmp_path / "reload.json"
     proc = subprocess.run(
