@@ -49,6 +49,33 @@ IDLE, READING, BUSY, WRITING = 0, 1, 2, 3
 SLOW_WINDOW = 5  # predicts a move is judged on: their median, so one cold or unlucky request moves nothing
 
 
+class HeldClock:
+    """How long a predict held the host: wall time less the time its thread waited for a CPU (the second
+    field of /proc/thread-self/schedstat). On a machine short of CPU every predict's wall time grows; moving
+    models out then would only add processes. Read with pread on a descriptor opened once (~2 us)."""
+
+    def __init__(self) -> None:
+        try:  # bound to the thread that opens it: the loop's
+            self.fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self.fd = None  # no scheduler statistics in this kernel: wall time alone
+
+    def _waited_ns(self) -> int:
+        if self.fd is None:
+            return 0
+        try:
+            return int(os.pread(self.fd, 128, 0).split()[1])
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def start(self) -> tuple[int, int]:
+        return time.perf_counter_ns(), self._waited_ns()
+
+    def held_ns(self, start: tuple[int, int]) -> int:
+        wall, waited = start
+        return max(0, time.perf_counter_ns() - wall - (self._waited_ns() - waited))
+
+
 class HostState:
     """One shared page: (step, connection id) of the loop, and the connections whose load runs in a thread.
     Written by the host, read by the zygote after the host died."""
@@ -103,7 +130,8 @@ class HostLoop:
         self.state = state
         self.sel = selectors.DefaultSelector()
         self.conns: dict[int, Conn] = {}
-        self.memory = HostMemory(Wiring.from_env())
+        wiring = Wiring.from_env()
+        self.memory = HostMemory(wiring)
         self.stopping = False
         self.orphaned = False
         self.own_children = OwnChildren()
@@ -113,9 +141,9 @@ class HostLoop:
         self.loading: set[int] = set()
         self.finished: list[Conn] = []
         self.wake_r, self.wake_w = socket.socketpair()
-        wiring = Wiring.from_env()
         self.clock = stage_clock.from_path(wiring.stage_log)  # the bench's breakdown
         self.slow_ns = (wiring.host_slow_ms or 0) * 1_000_000
+        self.held = HeldClock() if self.slow_ns else None
 
     def run(self) -> int:
         from sklearn_mme.container import mms_entry
@@ -246,12 +274,14 @@ class HostLoop:
             self.state.set(IDLE)
             return
         self.state.set(BUSY, conn.id)
-        started = time.perf_counter_ns()
         if cmd == b"L":
             answer = self._load(conn, msg)
-        else:
+        elif self.held is None:
             answer = self._predict(conn, msg)
-            conn.predict_ns.append(time.perf_counter_ns() - started)
+        else:
+            started = self.held.start()
+            answer = self._predict(conn, msg)
+            conn.predict_ns.append(self.held.held_ns(started))
         self.state.set(WRITING, conn.id)
         try:
             conn.sock.sendall(answer)
@@ -273,10 +303,11 @@ class HostLoop:
         # worker stopped while loading", 500, instead of the load's own status).
 
     def _move_if_slow(self, conn: Conn) -> None:
-        """A model whose median predict is past MME_HOST_SLOW_MS holds up every other model here: hand its
-        connection back to the zygote for a process of its own. Only between two requests (its answer is
-        written and nothing of a next one is read), so MMS's next request waits in the socket for the new
-        process, which reloads the model from its directory first."""
+        """A model whose median predict (the time it held the host, not waiting for a CPU) is past
+        MME_HOST_SLOW_MS holds up every other model here: hand its connection back to the zygote for a
+        process of its own. Only between two requests (its answer is written and nothing of a next one is
+        read), so MMS's next request waits in the socket for the new process, which reloads the model from
+        its directory first."""
         times = conn.predict_ns
         if not self.slow_ns or len(times) < SLOW_WINDOW or self.orphaned or self.stopping \
                 or conn.reader.pending():

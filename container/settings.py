@@ -184,9 +184,9 @@ HOST_MAX_ARTIFACT = EnvVar("MME_HOST_MAX_ARTIFACT", _size, "8MiB",
                            "with `MME_BACKEND=hosts`: a model whose files on disk add up to more gets its "
                            "own process (so a slow big model does not hold up a host's other models)")
 HOST_SLOW_MS = EnvVar("MME_HOST_SLOW_MS", _whole(0, 3_600_000), "20",
-                      "with `MME_BACKEND=hosts`: a hosted model whose median predict over its last 5 "
-                      "requests takes longer (ms) moves to a process of its own, so it does not hold up "
-                      "its host's other models; 0: never")
+                      "with `MME_BACKEND=hosts`: a hosted model whose predicts hold its host longer than "
+                      "this (ms; median of its last 5, waits for a CPU not counted) moves to a process of "
+                      "its own, so it does not hold up its host's other models; 0: never")
 LAUNCHER = EnvVar("MME_LAUNCHER", _choice(LAUNCHERS), "auto",
                   "`c` or `python` per-model launcher (`auto`: C when built)")
 LAUNCHER_BIN = EnvVar("MME_LAUNCHER_BIN", _executable, "",

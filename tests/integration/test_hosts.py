@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -297,6 +299,50 @@ def test_a_hosted_model_slow_once_stays_in_its_host(tmp_path: Path) -> None:
         assert pids == [host] * 10
         assert "predicts slowly" not in serve.log()
 
+
+
+BUSY_CPU_PY = '''
+import os
+import time
+
+def predict_fn(data, model):
+    started = time.thread_time()
+    while time.thread_time() - started < 0.008:  # 8 ms of CPU: well under the 30 ms a move takes
+        pass
+    return {"pid": os.getpid(), "predictions": model.predict(data).tolist()}
+'''
+
+
+def test_a_hosted_model_slowed_only_by_a_busy_cpu_stays_in_its_host(tmp_path: Path) -> None:
+    """Wall time on a CPU that other processes keep busy is not the model's: the host judges the time a
+    predict held it, less its waits for a CPU, so a machine short of CPU does not empty its hosts."""
+    model = model_with_code(examples.write_model_dir(examples.small_model(10), tmp_path / "models", "busy"),
+                            BUSY_CPU_PY)
+    cpu = min(os.sched_getaffinity(0))
+    hogs: list[subprocess.Popen] = []
+    with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="1", MME_HOST_SLOW_MS="30") as serve:
+        assert serve.load("busy", model).status_code == 200
+        (host,) = [p.pid for p in _children(serve)]
+        os.sched_setaffinity(host, {cpu})
+        try:
+            for _ in range(16):
+                hogs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+                os.sched_setaffinity(hogs[-1].pid, {cpu})
+            pids, walls = [], []
+            for _ in range(8):
+                started = time.perf_counter()
+                resp = serve.invoke("busy", "5.1,3.5,1.4,0.2", accept="application/json")
+                walls.append(time.perf_counter() - started)
+                assert resp.status_code == 200, resp.content
+                pids.append(json.loads(resp.content)["pid"])
+        finally:
+            for hog in hogs:
+                hog.kill()
+                hog.wait()
+        # The contention was real: by wall time alone the model would have moved.
+        assert sorted(walls)[len(walls) // 2] > 0.030, walls
+        assert pids == [host] * 8
+        assert "predicts slowly" not in serve.log()
 
 BURSTY_PY = '''
 import os
