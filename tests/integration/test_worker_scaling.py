@@ -232,8 +232,10 @@ def test_delete_while_scaled_up_leaves_no_process(tmp_path, gated, backend) -> N
             # The model's first worker is in a shared host, which serves on; its added one had a process
             # of its own, which ends.
             _until("the added worker's process gone", lambda: running_pids(set(pids)) == [first], timeout=30)
-        assert "m" not in serve.model_pids()
-        assert serve.invoke("m", body).status_code == 404
+        assert serve.invoke("m", body).status_code == 404  # what a client sees, at once
+        # The host drops the model's ledger line when it reads the zygote's D, between two requests: it
+        # may still be listed for that long after the DELETE's answer (README, known limits).
+        _until("the model's ledger line gone", lambda: "m" not in serve.model_pids(), timeout=10)
 
 
 @pytest.mark.parametrize("backend", ["hosts", "zygote"])
