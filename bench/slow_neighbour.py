@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from bench import report
-from bench.client import BenchError, Http, Latencies, load_all, note, verify_all, warm_latency
+from bench.client import MMS, BenchError, Http, Latencies, load_all, note, verify_all, warm_latency
 from bench.models import BenchModel, make_models
 from bench.report import ms
 from bench.servers import Ours
@@ -42,10 +42,9 @@ def _slow_model(root: Path) -> BenchModel:
 
 def _keep_busy(port: int, model: BenchModel, stop: threading.Event, answers: list[int]) -> None:
     http = Http(port)
-    path = f"/models/{model.name}/invoke"
     try:
         while not stop.is_set():
-            status, _ = http.call("POST", path, model.body, {"Content-Type": "text/csv"})
+            status, _ = http.call(*MMS.invoke(model))
             answers.append(status)
     finally:
         http.close()

@@ -296,7 +296,7 @@ class HostLoop:
                 pass
             self._drop(conn, b"X%d" % conn.id)
         self.state.set(IDLE)
-        if cmd == b"I" and conn.id in self.conns:
+        if cmd == b"I" and self.held is not None and conn.id in self.conns:
             self._move_if_slow(conn)
         # A failed load keeps its connection: our MMS plugin unregisters the model, MMS kills its launcher,
         # and the zygote's `D` ends it. Closing it here at once raced MMS reading the answer ("The model's
@@ -309,8 +309,7 @@ class HostLoop:
         read), so MMS's next request waits in the socket for the new process, which reloads the model from
         its directory first."""
         times = conn.predict_ns
-        if not self.slow_ns or len(times) < SLOW_WINDOW or self.orphaned or self.stopping \
-                or conn.reader.pending():
+        if len(times) < SLOW_WINDOW or self.orphaned or self.stopping or conn.reader.pending():
             return
         median = sorted(times)[SLOW_WINDOW // 2]
         if median > self.slow_ns:

@@ -245,13 +245,9 @@ class Hosts:
             self._forget(hosted)
         elif msg[:1] == b"M":  # it predicts slowly: the host let it go between two requests
             self._forget(hosted, close=False)
-            slot = hosted.slot
-            if self.stopping or slot.ended or slot.listener is None:
-                hosted.client.close()
-                return
-            log.info("model %s predicts slowly in its host (median %s ms): a process of its own from now on",
-                     slot.args.model_name, rest.decode("ascii", "replace"))
-            self._own_process(hosted)
+            if self._own_process(hosted):
+                log.info("model %s predicts slowly in its host (median %s ms): a process of its own from "
+                         "now on", hosted.slot.args.model_name, rest.decode("ascii", "replace"))
 
     def end_slot(self, slot: Slot) -> None:
         """The model was deleted (its launcher went): its host drops it, and the connection closes. A host
@@ -338,20 +334,24 @@ class Hosts:
         except OSError:
             hosted.client.close()
             return
-        slot = hosted.slot
-        if not hosted.loaded or self.stopping or slot.ended or slot.listener is None:
+        if not hosted.loaded:
             hosted.client.close()  # it was the load: answered as failed, MMS unregisters the model
             return
         self._own_process(hosted)
 
-    def _own_process(self, hosted: Hosted) -> None:
-        """A forked worker of the model's own serves its connection from here on, reloading it first."""
+    def _own_process(self, hosted: Hosted) -> bool:
+        """A forked worker of the model's own serves its connection from here on, reloading it first;
+        False (the connection closed) when the model or the container is going."""
         slot = hosted.slot
+        if self.stopping or slot.ended or slot.listener is None:
+            hosted.client.close()
+            return False
         self.own_process.add(slot.args.model_name)
         args = slot.args
         reload = {"modelName": args.model_name.encode(), "modelPath": args.model_path.encode(),
                   "handler": args.handler.encode()}
         self.zygote._fork_worker(slot, hosted.client, reload)
+        return True
 
     def shutdown(self, deadline: float) -> None:
         """Drain: each host finishes the message in hand and exits; past `deadline` it is killed."""

@@ -236,88 +236,70 @@ def test_a_model_that_crashes_its_host_gets_500_then_a_process_of_its_own(tmp_pa
             assert _predictions(serve.invoke(name, body, accept="application/json")) == expected, name
 
 
-SLOW_PREDICT_PY = '''
-import os
-import time
+def _pid_code(before_predict: str = "") -> str:
+    """A user script whose answer names the process that predicted; `before_predict` runs first."""
+    body = "".join(f"    {line}\n" for line in before_predict.strip().splitlines())
+    return ("import os\nimport time\n\nimport numpy as np\n\n\ndef predict_fn(data, model):\n" + body
+            + '    return {"pid": os.getpid(), "predictions": model.predict(data).tolist()}\n')
 
-def predict_fn(data, model):
-    time.sleep(0.06)
-    return {"pid": os.getpid(), "predictions": model.predict(data).tolist()}
-'''
 
-QUICK_PY = '''
-import os
-
-def predict_fn(data, model):
-    return {"pid": os.getpid(), "predictions": model.predict(data).tolist()}
-'''
+def _answering_pid(serve: Serve, name: str, body: str = "5.1,3.5,1.4,0.2") -> int:
+    resp = serve.invoke(name, body, accept="application/json")
+    assert resp.status_code == 200, (name, resp.status_code, resp.content)
+    return json.loads(resp.content)["pid"]
 
 
 def test_a_slow_hosted_model_moves_to_a_process_of_its_own(tmp_path: Path) -> None:
     """MME_HOST_SLOW_MS: once the median of a hosted model's last 5 predicts is past it, the answer to the
     very next request comes from a process of the model's own; its neighbour stays in the host."""
     slow = model_with_code(examples.write_model_dir(examples.small_model(7), tmp_path / "models", "sleepy"),
-                           SLOW_PREDICT_PY)
+                           _pid_code("time.sleep(0.06)"))
     quick = model_with_code(examples.write_model_dir(examples.small_model(8), tmp_path / "models", "quick"),
-                            QUICK_PY)
-    row = "5.1,3.5,1.4,0.2"
+                            _pid_code())
     with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="1", MME_HOST_SLOW_MS="30") as serve:
         assert serve.load("sleepy", slow).status_code == 200
         assert serve.load("quick", quick).status_code == 200
         (host,) = [p.pid for p in _children(serve)]
-
-        def pid(name: str) -> int:
-            resp = serve.invoke(name, row, accept="application/json")
-            assert resp.status_code == 200, (name, resp.status_code, resp.content)
-            body = json.loads(resp.content)
-            assert "pid" in body, (name, body)
-            return body["pid"]
-
-        assert pid("quick") == host
+        assert _answering_pid(serve, "quick") == host
         # Five slow answers from the host fill the window; the quick model's requests are not counted.
         for i in range(5):
-            assert pid("sleepy") == host, i
-            assert pid("quick") == host, i
-        own = pid("sleepy")
+            assert _answering_pid(serve, "sleepy") == host, i
+            assert _answering_pid(serve, "quick") == host, i
+        own = _answering_pid(serve, "sleepy")
         assert own != host
         assert own in {p.pid for p in _children(serve)}
-        resp = serve.invoke("sleepy", row)
-        assert resp.status_code == 200 and json.loads(resp.content)["pid"] == own
-        assert pid("quick") == host
+        assert _answering_pid(serve, "sleepy") == own
+        assert _answering_pid(serve, "quick") == host
         assert "predicts slowly in its host" in serve.log()
 
 
 def test_a_hosted_model_slow_once_stays_in_its_host(tmp_path: Path) -> None:
     """One slow predict among fast ones (a cold cache, a busy machine) moves nothing: the median decides."""
+    bursty = _pid_code("""
+if np.any(data < 0):
+    time.sleep(0.1)  # two slow requests of five: under the median
+""")
     model = model_with_code(examples.write_model_dir(examples.small_model(9), tmp_path / "models", "bursty"),
-                            BURSTY_PY)
+                            bursty)
     with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="1", MME_HOST_SLOW_MS="30") as serve:
         assert serve.load("bursty", model).status_code == 200
         (host,) = [p.pid for p in _children(serve)]
-        pids = [json.loads(serve.invoke("bursty", body).content)["pid"]
+        pids = [_answering_pid(serve, "bursty", body)
                 for body in ["-1,3.5,1.4,0.2", "-1,3.5,1.4,0.2"] + ["5.1,3.5,1.4,0.2"] * 8]
         assert pids == [host] * 10
         assert "predicts slowly" not in serve.log()
 
 
-
-BUSY_CPU_PY = '''
-import os
-import time
-
-def predict_fn(data, model):
-    started = time.thread_time()
-    while time.thread_time() - started < 0.008:  # 8 ms of CPU: well under the 30 ms a move takes
-        pass
-    return {"pid": os.getpid(), "predictions": model.predict(data).tolist()}
-'''
-
-
 def test_a_hosted_model_slowed_only_by_a_busy_cpu_stays_in_its_host(tmp_path: Path) -> None:
     """Wall time on a CPU that other processes keep busy is not the model's: the host judges the time a
     predict held it, less its waits for a CPU, so a machine short of CPU does not empty its hosts."""
+    busy = _pid_code("""
+started = time.thread_time()
+while time.thread_time() - started < 0.008:  # 8 ms of CPU: well under the 30 ms a move takes
+    pass
+""")
     model = model_with_code(examples.write_model_dir(examples.small_model(10), tmp_path / "models", "busy"),
-                            BUSY_CPU_PY)
+                            busy)
     cpu = min(os.sched_getaffinity(0))
     hogs: list[subprocess.Popen] = []
     with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="1", MME_HOST_SLOW_MS="30") as serve:
@@ -331,10 +313,8 @@ def test_a_hosted_model_slowed_only_by_a_busy_cpu_stays_in_its_host(tmp_path: Pa
             pids, walls = [], []
             for _ in range(8):
                 started = time.perf_counter()
-                resp = serve.invoke("busy", "5.1,3.5,1.4,0.2", accept="application/json")
+                pids.append(_answering_pid(serve, "busy"))
                 walls.append(time.perf_counter() - started)
-                assert resp.status_code == 200, resp.content
-                pids.append(json.loads(resp.content)["pid"])
         finally:
             for hog in hogs:
                 hog.kill()
@@ -343,18 +323,6 @@ def test_a_hosted_model_slowed_only_by_a_busy_cpu_stays_in_its_host(tmp_path: Pa
         assert sorted(walls)[len(walls) // 2] > 0.030, walls
         assert pids == [host] * 8
         assert "predicts slowly" not in serve.log()
-
-BURSTY_PY = '''
-import os
-import time
-
-import numpy as np
-
-def predict_fn(data, model):
-    if np.any(data < 0):
-        time.sleep(0.1)  # two slow requests of five: under the median
-    return {"pid": os.getpid(), "predictions": model.predict(data).tolist()}
-'''
 
 
 def test_a_host_emptied_after_many_models_is_replaced_by_a_fresh_one(tmp_path: Path, small_models) -> None:
