@@ -335,8 +335,11 @@ def test_a_host_emptied_after_many_models_is_replaced_by_a_fresh_one(tmp_path: P
             assert serve.load(f"churn{i}", dirs[i % len(dirs)]).status_code == 200
         for i in range(RECYCLE_AFTER):
             assert serve.unload(f"churn{i}").status_code == 200
-        deadline = time.monotonic() + 10  # the host drains (0.3 s idle), then exits and is reaped
-        while first in {p.pid for p in _children(serve)} and time.monotonic() < deadline:
+        # The host drains (0.3 s idle), then exits; the zygote logs the replacement when it reaps it,
+        # which may come a moment after the exited host stops being listed.
+        deadline = time.monotonic() + 10
+        while (first in {p.pid for p in _children(serve)} or "replaced by a fresh one" not in serve.log()) \
+                and time.monotonic() < deadline:
             time.sleep(0.05)
         hosts = {p.pid for p in _children(serve)}
         assert first not in hosts and len(hosts) == 1
