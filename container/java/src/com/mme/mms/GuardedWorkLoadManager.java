@@ -357,13 +357,17 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
     @Override
     public boolean hasNoWorker(String modelName) {
         // MMS asks this for every invoke, just before queueing it: the worker-count policy's cue.
-        Model model = ModelManager.getInstance().getModels().get(modelName);
+        Map<String, Model> models = ModelManager.getInstance().getModels();
         if (!super.hasNoWorker(modelName)) {
+            Model model = models.get(modelName);
             if (model != null) {
                 WorkerScaler.arrived(this, model);
             }
             return false;
         }
+        // Looked up only now: an unload stops a model's workers after unregistering it, so a model
+        // found before the workers were read may have been unloaded since.
+        Model model = models.get(modelName);
         if (model == null) {
             // Unregistered since addJob looked it up (an unload, or a refused load forgotten): answer
             // as addJob itself would have a moment earlier, 404, not MMS's 503 "no worker".
@@ -372,7 +376,24 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
         }
         // Between registration and addServerThread (a few instructions) the model has no backend yet.
         boolean registering = model.getServerThread() == null && model.getMaxWorkers() == 0;
-        return !(registering || LOADING.contains(model));
+        if (registering || LOADING.contains(model)) {
+            return false;
+        }
+        // MMS answers this invoke 503 "No worker is available": a state none of our paths should leave a
+        // registered model in. Say which, so the one log line explains the 503.
+        List<WorkerThread> listed = workers.get(modelName);
+        List<WorkerThread> mine = OWN.get(model);
+        logger.warn(
+                "model {}: registered without workers, invoke answered 503 (unloading {}, own workers {},"
+                        + " listed {}, min/max {}/{}, backend {})",
+                modelName,
+                GONE.contains(model),
+                mine == null ? "none" : mine.size(),
+                listed == null ? "none" : (listed == mine ? "own " : "other ") + listed.size(),
+                model.getMinWorkers(),
+                model.getMaxWorkers(),
+                model.getServerThread() == null ? "none" : model.getServerThread().getState());
+        return true;
     }
 
     @Override
