@@ -14,7 +14,8 @@ restarts the model's worker), and hands every other connection to a fresh host.
 Control messages, zygote -> host: `A` + JSON {id, name, path, handler, tmp_dir, decode} with the connection's
 fd; `D<id>` (the model was deleted). Host -> zygote: `L<id> <io name>` (loaded: the name MMS gave the model's
 stdout/stderr files), `X<id>` (the connection ended here), `M<id> <ms>` (the model predicts slowly: the host
-serves its connection no more, between two requests, and the zygote gives it a process of its own).
+serves its connection no more, between two requests, and the zygote gives it a process of its own), `d<id>`
+(the deleted model is out of this host's cache and memory-ledger record).
 """
 
 from __future__ import annotations
@@ -200,6 +201,10 @@ class HostLoop:
             conn = self.conns.get(int(msg[1:]))
             if conn is not None:
                 self._drop(conn, None)
+            try:  # its ledger line is gone: the zygote lets the DELETE be answered
+                self.ctl.send(b"d" + msg[1:])
+            except OSError:
+                pass
         else:
             for fd in fds:
                 os.close(fd)

@@ -85,6 +85,8 @@ class Hosts:
         self.workers_per_model = workers_per_model
         self.hosts: dict[int, Host] = {}
         self.conns: dict[int, Hosted] = {}
+        # Connection id -> (host pid, slot) of a deleted model whose host has yet to say it dropped it (`d`).
+        self.acks: dict[int, tuple[int, Slot]] = {}
         # Names of models that crashed or got stuck in a host: they get a process of their own from now on.
         self.own_process: set[str] = set()
         self.ids = itertools.count(1)
@@ -234,6 +236,9 @@ class Hosts:
             host.ended = True
             self.zygote.sel.unregister(host.ctl)
             return
+        if msg[:1] == b"d" and msg[1:].isdigit():  # it dropped a deleted model
+            self._acked(int(msg[1:]), host.pid)
+            return
         kind, _, rest = msg[1:].partition(b" ")
         hosted = self.conns.get(int(kind)) if kind.isdigit() else None
         if hosted is None or hosted.host is not host:
@@ -261,8 +266,10 @@ class Hosts:
             stuck = host.state.get() in ((BUSY, hosted.id), (READING, hosted.id))
             try:
                 host.ctl.send(b"D%d" % hosted.id)
+                self.acks[hosted.id] = (host.pid, slot)
+                slot.pending.add(("host", hosted.id))
             except OSError:
-                pass
+                pass  # the host is gone: nothing of the model is left to drop
             self._forget(hosted)
             if stuck and host.pid in self.hosts and not self.stopping:
                 self.own_process.add(slot.args.model_name)  # if MMS starts it again: not in a host
@@ -272,6 +279,12 @@ class Hosts:
                     os.kill(host.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+    def _acked(self, conn_id: int, host_pid: int) -> None:
+        entry = self.acks.get(conn_id)
+        if entry is not None and entry[0] == host_pid:
+            del self.acks[conn_id]
+            self.zygote.settled(entry[1], ("host", conn_id))
 
     def _forget(self, hosted: Hosted, close: bool = True) -> None:
         self.conns.pop(hosted.id, None)
@@ -301,6 +314,8 @@ class Hosts:
         host = self.hosts.pop(pid, None)
         if host is None:
             return False
+        for conn_id in [c for c, (p, _slot) in self.acks.items() if p == pid]:
+            self._acked(conn_id, pid)  # its record went with it (the ledger skips dead processes)
         if not host.ended:
             self.zygote.sel.unregister(host.ctl)
         host.ctl.close()

@@ -70,6 +70,11 @@ class Slot:
     listener: socket.socket | None = None
     workers: set[int] = field(default_factory=set)
     ended: bool = False
+    # What its launcher's exit waits on once it is ended by a signal (an unload): ("host", id) until that
+    # connection's host has dropped the model, ("worker", pid) until that worker is reaped.
+    pending: set[tuple[str, int]] = field(default_factory=set)
+    exit_status: int | None = None
+    released: bool = False  # its launcher was told to exit (or went) and its connection closed
     forks: ModelForks = field(default_factory=ModelForks)  # its loader and its waiting connections
     quiet: bool = False  # its launcher let its stdio go (hosted): a worker of its own writes to ours
 
@@ -126,9 +131,10 @@ class Zygote:
         while not self.stopping:
             for key, _ in self.sel.select(timeout=1.0):
                 kind, slot = key.data
-                if slot is not None and slot.ended:
+                if slot is not None and slot.ended and (kind != "launcher" or slot.released):
                     # One batch can hold a launcher's EOF and a connect to its model's socket: the EOF
-                    # ended the model earlier in this batch, so its other events are stale.
+                    # ended the model earlier in this batch, so its other events are stale. An ended
+                    # model's launcher, still waiting for its exit status, may yet go or be signalled.
                     continue
                 if kind == "accept":
                     self._accept_launcher()
@@ -301,14 +307,40 @@ class Zygote:
             self._end(slot, status=None)
             return
         sig = launcher_wire.signal_request(data)
-        if sig is not None:
+        if sig == signal.SIGTERM:
+            # What an unload sends (our MMS plugin), once no request MMS waits for is left in the model's
+            # workers: one still in a request was given up on (its response timeout), so all are killed,
+            # as they were when MMS killed the launcher; the launcher exits once they are reaped.
+            self._end(slot, status=sig, sig=signal.SIGKILL)
+        elif sig is not None:
             self._end(slot, status=sig, sig=sig)  # the model dies of the signal it was sent
 
     def _end(self, slot: Slot, status: int | None, sig: int = signal.SIGKILL) -> None:
-        """Take a model down: its workers, its socket, its stdio; report `status` to the launcher."""
+        """Take a model down: its workers, its socket, its stdio; report `status` to the launcher.
+
+        Ended by a signal (MMS's DELETE sends SIGTERM), the launcher is answered only once the model's hosts
+        have dropped it and its own workers are reaped, so the DELETE's answer finds the memory ledger
+        without the model: SageMaker retries a load that got 507 at once, and must not meet its bytes."""
+        if slot.ended:  # its launcher went (MMS gave up waiting) or was signalled again: no more waiting
+            for pid in list(slot.workers):
+                end_tree(pid)
+            if status is None:
+                slot.exit_status = None
+            self._release(slot)
+            return
         slot.ended = True
         if self.hosts is not None:
             self.hosts.end_slot(slot)
+        self._stop_workers(slot, sig)
+        self._drop_loader(slot)
+        slot.forks.close()
+        self._close_listener(slot)
+        slot.exit_status = status
+        if status is None or self.stopping or not slot.pending:
+            self._release(slot)
+
+    def _stop_workers(self, slot: Slot, sig: int) -> None:
+        slot.pending.update(("worker", pid) for pid in slot.workers)
         for pid in list(slot.workers):
             if sig == signal.SIGKILL:
                 end_tree(pid)  # and what its model started: a worker ends that only when it exits itself
@@ -318,8 +350,8 @@ class Zygote:
                 os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:
                 pass
-        self._drop_loader(slot)
-        slot.forks.close()
+
+    def _close_listener(self, slot: Slot) -> None:
         if slot.listener is not None:
             try:
                 self.sel.unregister(slot.listener)
@@ -331,9 +363,22 @@ class Zygote:
             except OSError:
                 pass
             slot.listener = None
-        if status is not None:
+
+    def settled(self, slot: Slot, what: tuple[str, int]) -> None:
+        """One thing an ended model's launcher waits on is done (hosts.py: a host's ack; _reap: a worker)."""
+        slot.pending.discard(what)
+        if slot.ended and not slot.pending:
+            self._release(slot)
+
+    def _release(self, slot: Slot) -> None:
+        """The launcher may exit (with the model's status, if it is still there to hear it)."""
+        if slot.released:
+            return
+        slot.released = True
+        slot.pending.clear()
+        if slot.exit_status is not None:
             try:
-                slot.conn.sendall(launcher_wire.exit_message(status))
+                slot.conn.sendall(launcher_wire.exit_message(slot.exit_status))
             except OSError:
                 pass
         self.slots.pop(slot.conn.fileno(), None)
@@ -465,6 +510,7 @@ class Zygote:
             if worker is not None:
                 worker.slot.workers.discard(pid)
                 self._worker_ended(pid, worker, status)
+                self.settled(worker.slot, ("worker", pid))
             else:
                 self.early_exits.add(pid, status)  # maybe a sibling whose pid its loader has yet to report
 

@@ -389,6 +389,44 @@ def test_deleting_a_model_stuck_in_its_host_frees_the_hosts_other_models(tmp_pat
         assert "is stuck in a request of deleted model sleepy" in serve.log()
 
 
+PAUSING_PY = """
+import time
+
+import numpy as np
+
+def predict_fn(data, model):
+    if np.any(data < 0):
+        time.sleep(0.8)  # one slow request: the slow-model rule needs a median of five to move it
+    return model.predict(data)
+"""
+
+
+def test_a_deleted_model_is_out_of_the_ledger_when_its_delete_answers(tmp_path: Path, small_models) -> None:
+    """The DELETE of a hosted model answers only once its host has dropped it from its memory-ledger record,
+    even while that host is busy with another model's request: SageMaker retries a load that got 507 at
+    once, and the ledger that load meets must not count the deleted model's bytes."""
+    pausing = examples.write_model_dir(examples.small_model(97), tmp_path / "models", "pausing")
+    model_with_code(pausing, PAUSING_PY)
+    gone, (path, body, _expected) = next(iter(small_models.items()))
+    with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="1") as serve:
+        assert serve.load("pausing", pausing).status_code == 200
+        assert serve.load(gone, path).status_code == 200
+        assert serve.invoke(gone, body).status_code == 200
+        assert serve.model_pids()[gone] == serve.model_pids()["pausing"]  # one host holds both
+        answered: list[int] = []
+        client = threading.Thread(target=lambda: answered.append(requests.post(
+            f"{serve.url}/models/pausing/invoke", data="-1,3.5,1.4,0.2",
+            headers={"Content-Type": "text/csv"}, timeout=30).status_code))
+        client.start()
+        time.sleep(0.2)  # the one host is now in pausing's predict
+        assert client.is_alive()
+        assert serve.unload(gone).status_code == 200
+        assert gone not in serve.model_pids()  # at the moment of the answer
+        assert serve.invoke(gone, body).status_code == 404
+        client.join(30)
+        assert answered == [200]  # the neighbour's request was not disturbed
+
+
 SLOW_LOAD_PY = '''
 import os
 import time

@@ -60,6 +60,8 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
 
     private static final Logger logger = LoggerFactory.getLogger(GuardedWorkLoadManager.class);
     private static final long IDLE_POLL_MS = 5;
+    /** How long an unload waits for the launcher to exit after SIGTERM (see stopBackend). */
+    private static final long GENTLE_STOP_MS = 5_000;
     static final AtomicLong UNLOADS_WAITED = new AtomicLong();
     static final AtomicLong LOADS_REFUSED = new AtomicLong();
     /** Models registered whose load has not settled yet (see hasNoWorker). */
@@ -149,15 +151,15 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
         WorkerScaler.forget(model);
         awaitLoad(model);
         LOADING.remove(model);
-        finishInFlight(model);
+        boolean idle = finishInFlight(model);
         CompletableFuture<HttpResponseStatus> stopped = new CompletableFuture<>();
-        stopped.complete(stop(model));
+        stopped.complete(stop(model, idle));
         LifecyclePlugin.unloaded(model);
         return stopped;
     }
 
     /** MMS's unregister clean-up, for this model's own workers and backend only. */
-    private HttpResponseStatus stop(Model model) {
+    private HttpResponseStatus stop(Model model, boolean gently) {
         String name = model.getModelName();
         synchronized (name) { // waits for a backend still starting (addServerThread holds it)
             List<WorkerThread> mine = threadsOf(model);
@@ -167,7 +169,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
             for (int i = mine.size() - 1; i >= 0; i--) {
                 mine.get(i).shutdown();
             }
-            return stopBackend(model);
+            return stopBackend(model, gently);
         }
     }
 
@@ -196,14 +198,37 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
         return List.of();
     }
 
-    /** MMS's shutdownServerThread: the model's launcher process, given the unregister timeout. */
-    private HttpResponseStatus stopBackend(Model model) {
+    /**
+     * MMS's shutdownServerThread: the model's launcher process, given the unregister timeout.
+     *
+     * <p>Gently (an unload with no request left in the model's workers): SIGTERM, which the launcher hands
+     * to the zygote; it exits once the model's shared host has dropped it from its memory-ledger record
+     * and the model's own workers have exited. The DELETE is then answered with the container's memory
+     * accounting already without the model, which SageMaker's immediate retry of a load that got 507
+     * relies on. MMS's SIGKILL follows only if that takes longer than GENTLE_STOP_MS.
+     */
+    private HttpResponseStatus stopBackend(Model model, boolean gently) {
         WorkerThread server = model.getServerThread();
         if (server == null) {
             return HttpResponseStatus.OK; // not started: addServerThread sees GONE and stops it
         }
-        server.shutdown();
         Process process = server.getLifeCycle().getProcess();
+        // The thread waiting on the launcher: MMS's shutdown interrupts it, and it then SIGKILLs the launcher.
+        Thread watcher = gently && process != null && process.isAlive() ? detachWatcher(server) : null;
+        server.shutdown();
+        if (watcher != null) {
+            process.destroy();
+            try {
+                process.waitFor(GENTLE_STOP_MS, TimeUnit.MILLISECONDS);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            if (process.isAlive()) {
+                logger.warn("model {}: launcher still up {} ms after SIGTERM; killing it",
+                        model.getModelName(), GENTLE_STOP_MS);
+                watcher.interrupt();
+            }
+        }
         if (process != null && process.isAlive()) {
             process.destroyForcibly();
             try {
@@ -345,7 +370,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
         for (WorkerThread thread : threads) {
             thread.shutdown();
         }
-        stopBackend(model);
+        stopBackend(model, false);
         ModelManager.getInstance().getModels().remove(name, model);
         LOADING.remove(model);
         LifecyclePlugin.answerQueuedOrLog(model);
@@ -424,13 +449,24 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
             // A DELETE of the name came while the backend started: MMS would put the model back
             // (registerModel's last put) with its backend stopped. It stays unloaded instead.
             synchronized (model.getModelName()) {
-                stopBackend(model);
+                stopBackend(model, false);
             }
             forget(model);
             throw new ConflictStatusException(
                     "Model " + model.getModelName() + " was unloaded while it was loading");
         }
         LoadClock.mark(model.getModelName(), "j_backend_up");
+    }
+
+    /** Takes the launcher's watching thread out of MMS's reach (WorkerThread.currentThread), or null. */
+    @SuppressWarnings("unchecked")
+    private static Thread detachWatcher(WorkerThread server) {
+        try {
+            return ((AtomicReference<Thread>) read(server, "currentThread")).getAndSet(null);
+        } catch (ReflectiveOperationException e) {
+            logger.warn("cannot reach the launcher's watching thread: {}", e.toString());
+            return null;
+        }
     }
 
     /** Why Runtime.exec would refuse to start this model, or null. */
@@ -494,8 +530,11 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
         }
     }
 
-    /** Waits until none of the model's workers has a request in flight, answering queued ones. */
-    private void finishInFlight(Model model) {
+    /**
+     * Waits until none of the model's workers has a request in flight, answering queued ones; false when
+     * one was still running at the model's response timeout.
+     */
+    private boolean finishInFlight(Model model) {
         long deadline =
                 System.currentTimeMillis() + 1000L * Math.max(1, model.getResponseTimeoutSeconds());
         long start = System.currentTimeMillis();
@@ -510,15 +549,17 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
                     logger.warn(
                             "model {}: request still running after its response timeout; stopping it",
                             model.getModelName());
-                    break;
+                    return false;
                 }
                 waited = true;
                 Thread.sleep(IDLE_POLL_MS);
             }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
+            return false;
         } catch (ReflectiveOperationException e) {
             logger.warn("cannot see model {}'s workers: {}", model.getModelName(), e.toString());
+            return false;
         }
         if (waited) {
             UNLOADS_WAITED.incrementAndGet();
@@ -527,6 +568,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
                     model.getModelName(),
                     System.currentTimeMillis() - start);
         }
+        return true;
     }
 
     private boolean anyBusy(Model model) throws ReflectiveOperationException {
