@@ -74,7 +74,7 @@ def _hosts_with_one(ctl_end: socket.socket) -> tuple[Hosts, Host]:
 def _slot(model_dir: Path, name: str = "m1") -> SimpleNamespace:
     args = SimpleNamespace(model_name=name, model_path=str(model_dir), sock_name=f"/tmp/.mms.sock.{name}",
                            handler="h", tmp_dir="/tmp")
-    return SimpleNamespace(args=args, request={"env": {}})
+    return SimpleNamespace(args=args, request={"env": {}}, pending=set())
 
 
 def test_zygote_side_prefetch_then_connection_goes_to_the_same_host(model_dir: Path, ctl) -> None:
