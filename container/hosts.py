@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING
 
 from sklearn_mme.container import host_loop, mms_protocol, stage_clock, worker_output
 from sklearn_mme.container.host_loop import BUSY, READING, WRITING, HostState
-from sklearn_mme.container.ledger import MemoryLedger
 from sklearn_mme.container.oom import oom_kill_count
 from sklearn_mme.container.procutil import become_subreaper
 from sklearn_mme.container.settings import WORKERS, Wiring
@@ -315,9 +314,7 @@ class Hosts:
         host = self.hosts.pop(pid, None)
         if host is None:
             return False
-        state_dir = Wiring.from_env().state_dir
-        if state_dir:  # a host that was killed (or exited holding models) leaves its record behind
-            MemoryLedger(state_dir).forget(pid)
+        self.zygote.forget_record(pid)  # a host killed, or exiting holding models, leaves its record behind
         for conn_id in [c for c, (p, _slot) in self.acks.items() if p == pid]:
             self._acked(conn_id, pid)  # its record is gone: the DELETEs waiting on it may be answered
         if not host.ended:

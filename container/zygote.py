@@ -104,6 +104,8 @@ class Zygote:
         self.spare_fd: int | None = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self.stopping = False
         self.early_exits = EarlyExits()
+        state_dir = Wiring.from_env().state_dir
+        self.ledger = MemoryLedger(state_dir) if state_dir else None
         self.hosts = Hosts.from_env(self)  # MME_BACKEND=hosts: small models share host processes (hosts.py)
 
     def start(self) -> None:
@@ -322,8 +324,7 @@ class Zygote:
         have dropped it and its own workers are reaped, so the DELETE's answer finds the memory ledger
         without the model: SageMaker retries a load that got 507 at once, and must not meet its bytes."""
         if slot.ended:  # its launcher went (MMS gave up waiting) or was signalled again: no more waiting
-            for pid in list(slot.workers):
-                end_tree(pid)
+            self._stop_workers(slot, signal.SIGKILL)
             if status is None:
                 slot.exit_status = None
             self._release(slot)
@@ -514,13 +515,15 @@ class Zygote:
             else:
                 self.early_exits.add(pid, status)  # maybe a sibling whose pid its loader has yet to report
 
-    @staticmethod
-    def _remove_files(pid: int, worker: Worker) -> None:
+    def forget_record(self, pid: int) -> None:
+        """A reaped child's memory-ledger record (a killed worker or host cannot remove its own)."""
+        if self.ledger is not None:
+            self.ledger.forget(pid)
+
+    def _remove_files(self, pid: int, worker: Worker) -> None:
         """What a worker leaves behind when it is killed (its own clean-up runs only on a clean exit): its
         memory ledger record and MMS's stdout/stderr FIFOs in the run directory."""
-        state_dir = Wiring.from_env().state_dir
-        if state_dir:
-            MemoryLedger(state_dir).forget(pid)
+        self.forget_record(pid)
         message = worker.state.load_message()
         io_fd = message.get("ioFileDescriptor") if message else None
         tmp_dir = getattr(worker.slot.args, "tmp_dir", None)

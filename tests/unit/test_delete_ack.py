@@ -22,10 +22,12 @@ def _pair() -> tuple[socket.socket, socket.socket]:
     return zygote_end, host_end
 
 
-def _hosts_holding(ctl_end: socket.socket, conn_id: int) -> tuple[Hosts, Host, SimpleNamespace, list]:
+def _hosts_holding(ctl_end: socket.socket, conn_id: int,
+                   ledger: MemoryLedger | None = None) -> tuple[Hosts, Host, SimpleNamespace, list]:
     """Hosts with one host (pid 4242) serving one model's connection; the zygote records what settled."""
     settled: list = []
-    zygote = SimpleNamespace(settled=lambda slot, what: settled.append((slot, what)))
+    zygote = SimpleNamespace(settled=lambda slot, what: settled.append((slot, what)),
+                             forget_record=ledger.forget if ledger is not None else lambda _pid: None)
     hosts = Hosts(zygote, count=1, max_artifact_bytes=1 << 20, workers_per_model=1)  # type: ignore[arg-type]
     host = Host(pid=4242, ctl=ctl_end, state=HostState(), oom_kills=0)
     hosts.hosts[host.pid] = host
@@ -63,12 +65,11 @@ def test_the_launcher_waits_for_the_hosts_ack() -> None:
     assert settled == [(slot, ("host", 5))] and hosts.acks == {}
 
 
-def test_a_host_that_dies_before_its_ack_releases_the_wait(tmp_path: Path, monkeypatch) -> None:
+def test_a_host_that_dies_before_its_ack_releases_the_wait(tmp_path: Path) -> None:
     ledger = MemoryLedger(tmp_path / "ledger")
-    monkeypatch.setenv("_MME_STATE_DIR", str(ledger.dir))
     ledger.record(1000, "m", pid=4242)  # what the host recorded before it died
     zygote_end, host_end = _pair()
-    hosts, host, slot, settled = _hosts_holding(zygote_end, 9)
+    hosts, host, slot, settled = _hosts_holding(zygote_end, 9, ledger)
     hosts.end_slot(slot)  # type: ignore[arg-type]
     assert host_end.recv(64) == b"D9"
     hosts.stopping = True  # reaping the host spawns no replacement here
