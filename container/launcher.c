@@ -18,6 +18,12 @@
  *     A registration that ends within 10 s of being made counts as refused: the next one waits
  *     50 ms, doubling up to 5 s, so a zygote that keeps dropping us is not met with a busy loop.
  *
+ * A spare ("--spare", any further arguments only reserve room): started by our MMS plugin before any model
+ * needs it (container/java SpareLaunchers), it waits on stdin for the command MMS would have run: a 4-byte
+ * big-endian length, then NUL-terminated fields: the argument count, the arguments, the environment's
+ * count, its entries, the working directory. It then carries on as if started with them, its
+ * /proc/PID/cmdline showing them (as far as the reserved room allows). EOF first: exit quietly.
+ *
  * Configuration comes from "<this executable>.conf" (written by serve): line 1 the Python
  * executable, line 2 the zygote socket path. MMS runs some helpers with an empty environment,
  * so the environment cannot be relied on for these.
@@ -112,21 +118,22 @@ static int connect_zygote(const char *path, int patience_s) {
 }
 
 /* The zygote asks for the model's stdio again ("F"): send it, as at registration, attached to "F\n". */
-/* One sendmsg of iov with our fds 0, 1, 2 attached (SCM_RIGHTS), retried on EINTR. */
-static ssize_t send_with_stdio(int fd, struct iovec *iov, size_t iovlen) {
-    int fds[3] = {0, 1, 2};
+/* One sendmsg of iov with our fds 0, 1, 2 (and `extra`, unless -1) attached (SCM_RIGHTS), retried on EINTR. */
+static ssize_t send_with_fds(int fd, struct iovec *iov, size_t iovlen, int extra) {
+    int fds[4] = {0, 1, 2, extra};
+    size_t nfds = extra >= 0 ? 4 : 3;
     char control[CMSG_SPACE(sizeof fds)];
     memset(control, 0, sizeof control);
     struct msghdr msg = {0};
     msg.msg_iov = iov;
     msg.msg_iovlen = iovlen;
     msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
+    msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
     struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
     cm->cmsg_level = SOL_SOCKET;
     cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof fds);
-    memcpy(CMSG_DATA(cm), fds, sizeof fds);
+    cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+    memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
     ssize_t sent;
     while ((sent = sendmsg(fd, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR) {}
     return sent;
@@ -134,10 +141,41 @@ static ssize_t send_with_stdio(int fd, struct iovec *iov, size_t iovlen) {
 
 static void send_stdio(int fd) {
     struct iovec iov = {"F\n", 2};
-    send_with_stdio(fd, &iov, 1);
+    send_with_fds(fd, &iov, 1, -1);
 }
 
-static int register_model(const char *path, int argc, char **argv, int adopt) {
+/* The value after `flag` in argv, or NULL. */
+static const char *arg_after(int argc, char **argv, const char *flag) {
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], flag) == 0) return argv[i + 1];
+    return NULL;
+}
+
+/*
+ * The model's socket, bound and listening here before the zygote hears of the model, or -1 (not a Unix
+ * socket; it cannot be bound: the zygote binds it, as for the Python launcher). With the socket already
+ * listening, MMS may connect as soon as we say "MMS worker started.": its connection waits in the backlog
+ * while the zygote reads the registration, instead of MMS waiting for the zygote's handshake.
+ */
+static int bind_model_socket(int argc, char **argv) {
+    const char *type = arg_after(argc, argv, "--sock-type");
+    const char *path = arg_after(argc, argv, "--sock-name");
+    struct sockaddr_un addr;
+    if (!type || strcmp(type, "unix") != 0 || !path || strlen(path) >= sizeof addr.sun_path) return -1;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    strcpy(addr.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    unlink(path);
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, 128) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int register_model(const char *path, int argc, char **argv, int adopt, int listener) {
     struct buf b = {0};
     char cwd[PATH_MAX];
     if (!getcwd(cwd, sizeof cwd)) strcpy(cwd, "/");
@@ -159,9 +197,11 @@ static int register_model(const char *path, int argc, char **argv, int adopt) {
         put(&b, ": ", 2);
         put_json_string(&b, eq + 1, strlen(eq + 1));
     }
-    const char *tail = quiet ? (adopt ? "}, \"quiet\": true, \"adopt\": true}" : "}, \"quiet\": true, \"adopt\": false}")
-                             : (adopt ? "}, \"adopt\": true}" : "}, \"adopt\": false}");
+    const char *tail = quiet ? (adopt ? "}, \"quiet\": true, \"adopt\": true" : "}, \"quiet\": true, \"adopt\": false")
+                             : (adopt ? "}, \"adopt\": true" : "}, \"adopt\": false");
     put(&b, tail, strlen(tail));
+    const char *end = listener >= 0 ? ", \"announced\": true}" : "}";
+    put(&b, end, strlen(end));
 
     int fd = connect_zygote(path, 60);
     unsigned char header[4] = {
@@ -169,7 +209,7 @@ static int register_model(const char *path, int argc, char **argv, int adopt) {
         (unsigned char)(b.len >> 8), (unsigned char)b.len};
     struct iovec iov[2] = {{header, 4}, {b.data, b.len}};
     /* A zygote that drops us mid-send is seen by the caller as an EOF: it backs off and retries. */
-    ssize_t sent = send_with_stdio(fd, iov, 2);
+    ssize_t sent = send_with_fds(fd, iov, 2, listener);
     size_t total = 4 + b.len, done = sent < 0 ? total : (size_t)sent;
     while (done < total) {  /* the rest of a large environment, without the descriptors */
         const char *p = done < 4 ? (const char *)header + done : b.data + (done - 4);
@@ -183,6 +223,75 @@ static int register_model(const char *path, int argc, char **argv, int adopt) {
     }
     free(b.data);
     return fd;
+}
+
+static int read_fully(int fd, char *p, size_t n) {
+    while (n > 0) {
+        ssize_t r = read(fd, p, n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* The next NUL-terminated field of [*at, end), or NULL when the message is malformed. */
+static char *field(char **at, char *end) {
+    char *start = *at, *nul = memchr(start, '\0', (size_t)(end - start));
+    if (!nul) return NULL;
+    *at = nul + 1;
+    return start;
+}
+
+static char **fields(char **at, char *end, size_t *count) {
+    char *n = field(at, end);
+    if (!n) die("malformed spare message");
+    char *stop;
+    unsigned long c = strtoul(n, &stop, 10);
+    if (*stop || c > 100000) die("malformed spare message");
+    char **out = calloc(c + 1, sizeof *out);
+    if (!out) die("out of memory");
+    for (size_t i = 0; i < c; i++)
+        if (!(out[i] = field(at, end))) die("malformed spare message");
+    *count = c;
+    return out;
+}
+
+/* A spare waits here for its model's command (see the top of this file); returns the new argv. */
+static char **await_model(int spare_argc, char **spare_argv, int *argc) {
+    unsigned char header[4];
+    if (read_fully(0, (char *)header, 4) < 0) exit(0);  /* let go unused: the JVM is stopping */
+    size_t len = (size_t)header[0] << 24 | (size_t)header[1] << 16 | (size_t)header[2] << 8 | header[3];
+    if (len > (1u << 24)) die("spare message too large");
+    char *msg = malloc(len + 1);
+    if (!msg) die("out of memory");
+    if (read_fully(0, msg, len) < 0) exit(0);
+    msg[len] = '\0';
+    char *at = msg, *end = msg + len;
+    size_t n, envc;
+    char **argv = fields(&at, end, &n);
+    char **env = fields(&at, end, &envc);
+    char *cwd = field(&at, end);
+    if (!cwd || n < 1 || n > INT_MAX) die("malformed spare message");
+    if (chdir(cwd) != 0) {
+        fprintf(stderr, "launcher: cannot enter %s: %s\n", cwd, strerror(errno));
+        exit(1);
+    }
+    environ = env;
+    /* What ps shows: the model's command in the room the spare's own arguments took. */
+    char *room = spare_argv[0], *room_end = spare_argv[spare_argc - 1] + strlen(spare_argv[spare_argc - 1]);
+    char *w = room;
+    for (size_t i = 0; i < n && w < room_end; i++) {
+        size_t l = strlen(argv[i]);
+        if (l > (size_t)(room_end - w)) l = (size_t)(room_end - w);
+        memcpy(w, argv[i], l);
+        w += l;
+        if (w < room_end) *w++ = '\0';
+    }
+    memset(w, '\0', (size_t)(room_end - w) + 1);
+    *argc = (int)n;
+    return argv;
 }
 
 static void read_conf(char *python, char *sock, size_t size) {
@@ -202,6 +311,7 @@ static void read_conf(char *python, char *sock, size_t size) {
 int main(int argc, char **argv) {
     char python[PATH_MAX], sock[PATH_MAX];
     read_conf(python, sock, sizeof python);
+    if (argc >= 2 && strcmp(argv[1], "--spare") == 0) argv = await_model(argc, argv, &argc);
     size_t l = argc > 1 ? strlen(argv[1]) : 0;
     const char *suffix = "model_service_worker.py";
     if (argc < 2 || l < strlen(suffix) || strcmp(argv[1] + l - strlen(suffix), suffix) != 0) {
@@ -210,7 +320,17 @@ int main(int argc, char **argv) {
         die("cannot exec Python");
     }
 
-    conn_fd = register_model(sock, argc, argv, 0);
+    int listener = bind_model_socket(argc, argv);
+    conn_fd = register_model(sock, argc, argv, 0, listener);
+    if (listener >= 0) {
+        /* The zygote has the socket now (as its only keeper once we close ours, so an ended model's socket
+         * goes with the zygote's copy); what MMS waits for, which the zygote writes when it binds. */
+        close(listener);
+        char hello[128];
+        int n = snprintf(hello, sizeof hello, "[PID] %d\nMMS worker started.\n", (int)getpid());
+        ssize_t ignored = write(1, hello, (size_t)n);
+        (void)ignored;
+    }
     int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -241,7 +361,7 @@ int main(int argc, char **argv) {
                 struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
                 while (nanosleep(&pause, &pause) < 0 && errno == EINTR) {}
             }
-            conn_fd = register_model(sock, argc, argv, 1);
+            conn_fd = register_model(sock, argc, argv, 1, -1);
             clock_gettime(CLOCK_MONOTONIC, &since);
             have = 0;
             continue;

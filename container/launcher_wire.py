@@ -2,7 +2,9 @@
 
 A launcher registers a model with one message: a 4-byte big-endian length, a JSON object
 {"argv": [...], "cwd": "...", "env": {...}, "adopt": bool}, and its stdin/stdout/stderr attached as
-SCM_RIGHTS. It may then send `S<signum>\\n` to forward a signal; the zygote answers `X<waitstatus>\\n` when
+SCM_RIGHTS. The C launcher binds the model's socket itself, attaches it fourth and says "announced": true:
+it then tells MMS itself that the model started, and MMS may connect before the zygote has read this.
+The launcher may then send `S<signum>\\n` to forward a signal; the zygote answers `X<waitstatus>\\n` when
 the model ends.
 
 The launcher lives as long as the model and has a descriptor limit of its own, so it is the keeper of the
@@ -33,9 +35,10 @@ def peer_pid(conn: socket.socket) -> int:
 
 
 def read_registration(conn: socket.socket) -> tuple[dict, list[int]]:
-    """The launcher's registration and its three stdio descriptors; ValueError/OSError when malformed."""
+    """The launcher's registration and its three stdio descriptors, then the model's socket when the
+    launcher bound it itself ("announced": it told MMS it started); ValueError/OSError when malformed."""
     fds = array.array("i")
-    msg, ancdata, _flags, _addr = conn.recvmsg(4, socket.CMSG_LEN(3 * fds.itemsize))
+    msg, ancdata, _flags, _addr = conn.recvmsg(4, socket.CMSG_LEN(4 * fds.itemsize))
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
@@ -45,9 +48,11 @@ def read_registration(conn: socket.socket) -> tuple[dict, list[int]]:
         if length > MAX_REQUEST:
             raise ValueError(f"request of {length} bytes")
         body = _recv_exactly(conn, length)
-        if len(fds) != 3:
-            raise ValueError(f"expected 3 stdio descriptors, got {len(fds)}")
-        return json.loads(body), list(fds)
+        request = json.loads(body)
+        expected = 4 if isinstance(request, dict) and request.get("announced") else 3
+        if len(fds) != expected:
+            raise ValueError(f"expected {expected} descriptors, got {len(fds)}")
+        return request, list(fds)
     except BaseException:
         close_fds(list(fds))
         raise

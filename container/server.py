@@ -71,6 +71,7 @@ class Server:
         self.java: subprocess.Popen | None = None
         self.stopping = False
         self.zygote_restarts = 0
+        self.launcher_kind = "native"  # start() finds out; only the C launcher has a spare mode
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -95,6 +96,7 @@ class Server:
             scale_max_workers=self._scale_max_workers(),
             scale_up_wait_ms=self.s.scale_up_wait_ms,
             scale_down_idle_s=self.s.scale_down_idle_s,
+            spare_launchers=self.s.spare_launchers if self.launcher_kind == "native" else 0,
         ).to_env())
         env.setdefault("OMP_NUM_THREADS", "1")
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -137,6 +139,7 @@ class Server:
         python = mms_front.launcher_executable(self.run, s)
         script = python.read_bytes()[:2] == b"#!"
         kind = "shell" if s.backend == "vanilla" else "python" if script else "native"
+        self.launcher_kind = kind
         log(f"port {s.port}, backend {s.backend}, launcher {kind}, workers/model {s.workers_per_model}, "
             f"run dir {self.run}")
         cmd = mms_front.java_command(s, self.run, python)

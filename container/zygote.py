@@ -186,10 +186,11 @@ class Zygote:
             return
         conn.settimeout(None)
         stage_clock.load_mark(args.model_name, "z_registered")
+        bound = socket.socket(fileno=fds.pop()) if len(fds) == 4 else None  # the launcher bound it
         slot = Slot(conn=conn, launcher_pid=pid, request=request, fds=fds, args=args,
                     quiet=bool(request.get("quiet")))
         try:
-            slot.listener = self._bind(args.sock_name)
+            slot.listener = bound or self._bind(args.sock_name)
         except OSError as exc:
             self._write(slot, f"cannot listen on {args.sock_name}: {exc}\n", err=True)
             self._end(slot, status=1 << 8)
@@ -197,7 +198,10 @@ class Zygote:
         self.slots[conn.fileno()] = slot
         self.sel.register(conn, selectors.EVENT_READ, ("launcher", slot))
         self.sel.register(slot.listener, selectors.EVENT_READ, ("model", slot))
-        if not request.get("adopt"):
+        if bound is not None:  # MMS heard from the launcher that the model started, and may be connecting
+            if self.hosts is not None:
+                self.hosts.prefetch(slot)
+        elif not request.get("adopt"):
             # What MMS waits for on the backend server's stdout before it connects.
             # Stamped before the write: MMS may read the line and stamp its next step before we run again.
             stage_clock.load_mark(args.model_name, "z_handshake")

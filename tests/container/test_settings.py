@@ -37,6 +37,7 @@ MALFORMED = {
     "MME_HOST_SLOW_MS": "20ms",
     "MME_LAUNCHER": "rust",
     "MME_LAUNCHER_BIN": "/nonexistent/mme-launcher",
+    "MME_SPARE_LAUNCHERS": "65",
     "MME_MEMORY_BUDGET": "lots",
     "MME_MEMORY_RESERVE_MB": "64MB",
     "MME_WORKER_MEMORY_LIMIT": "12 parsecs",

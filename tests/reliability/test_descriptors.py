@@ -111,6 +111,12 @@ def test_launcher_gives_the_models_stdio_back(tmp_path: Path, kind: str) -> None
         conn, _ = zygote.accept()
         request, first = launcher_wire.read_registration(conn)
         assert request["argv"][0] == "/x/model_service_worker.py"
+        if kind == "c":  # it bound the model's socket (sent fourth) and tells MMS the model started itself
+            assert request["announced"] is True and len(first) == 4
+            listener = socket.socket(fileno=first.pop())
+            assert listener.getsockname() == str(tmp_path / "m.sock")
+            listener.close()
+            assert os.read(out_r, 100) == b"[PID] %d\nMMS worker started.\n" % proc.pid
         launcher_wire.close_fds(first)  # as the zygote does once the model's first connection is served
         for _ in range(2):  # asked again and again: the same stdio each time
             fds, other = launcher_wire.ask_stdio(conn)

@@ -4,6 +4,7 @@ import com.amazonaws.ml.mms.archive.ModelNotFoundException;
 import com.amazonaws.ml.mms.http.BadRequestException;
 import com.amazonaws.ml.mms.http.ConflictStatusException;
 import com.amazonaws.ml.mms.util.ConfigManager;
+import com.amazonaws.ml.mms.wlm.BatchAggregator;
 import com.amazonaws.ml.mms.wlm.Model;
 import com.amazonaws.ml.mms.wlm.ModelManager;
 import com.amazonaws.ml.mms.wlm.WorkLoadManager;
@@ -21,8 +22,10 @@ import java.util.Set;
 import java.util.WeakHashMap;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
+import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicInteger;
@@ -62,6 +65,8 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
     private static final long IDLE_POLL_MS = 5;
     /** How long an unload waits for the launcher to exit after SIGTERM (see stopBackend). */
     private static final long GENTLE_STOP_MS = 5_000;
+    /** Idle pool threads kept for the next load: its backend's and its first worker's. */
+    private static final int IDLE_THREADS = 2;
     static final AtomicLong UNLOADS_WAITED = new AtomicLong();
     static final AtomicLong LOADS_REFUSED = new AtomicLong();
     /** Models registered whose load has not settled yet (see hasNoWorker). */
@@ -83,6 +88,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
     private ExecutorService threadPool;
     private AtomicInteger threadNumber;
     private AtomicInteger gpuCounter;
+    private AtomicInteger port;
 
     private GuardedWorkLoadManager(ConfigManager configManager, EventLoopGroup backendGroup) {
         super(configManager, backendGroup);
@@ -112,6 +118,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
         guarded.shareState(original);
         wlmField.set(manager, guarded);
         installed = guarded;
+        guarded.readyForNextLoad();
         logger.info(
                 "unloads finish the request in the worker; unstartable models get 400; failed loads"
                         + " are unregistered before they are answered");
@@ -123,6 +130,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
         threadPool = (ExecutorService) read(original, "threadPool");
         threadNumber = (AtomicInteger) read(original, "threadNumber");
         gpuCounter = (AtomicInteger) read(original, "gpuCounter");
+        port = (AtomicInteger) read(original, "port");
     }
 
     @Override
@@ -376,6 +384,37 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
         LifecyclePlugin.answerQueuedOrLog(model);
         LifecyclePlugin.unloaded(model);
         model.getModelArchive().clean();
+        readyForNextLoad();
+    }
+
+    /**
+     * What the next load takes ready-made, prepared once a load is answered so that it takes no CPU from
+     * one: spare launchers, and idle threads in MMS's pool for its backend and worker threads (MMS's
+     * pool keeps none: a load's threads live as long as its model, and each new one cost ~0.5-1 ms).
+     */
+    void readyForNextLoad() {
+        SpareLaunchers.refill();
+        if (SpareLaunchers.SIZE == 0 || !(threadPool instanceof ThreadPoolExecutor)) {
+            return;
+        }
+        ThreadPoolExecutor pool = (ThreadPoolExecutor) threadPool;
+        int wanted = IDLE_THREADS - (pool.getPoolSize() - pool.getActiveCount());
+        if (wanted <= 0) {
+            return;
+        }
+        // Tasks that wait for each other take a thread each: the pool starts them, then keeps them idle.
+        CountDownLatch together = new CountDownLatch(wanted);
+        for (int i = 0; i < wanted; i++) {
+            pool.execute(
+                    () -> {
+                        together.countDown();
+                        try {
+                            together.await(1, TimeUnit.SECONDS);
+                        } catch (InterruptedException e) {
+                            Thread.currentThread().interrupt();
+                        }
+                    });
+        }
     }
 
     /** While its load is running, an invoke of a registered model waits in its queue. */
@@ -440,7 +479,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
         LOADING.add(model);
         LoadClock.mark(model.getModelName(), "j_backend_start");
         try {
-            super.addServerThread(model, future);
+            startBackend(model, future);
         } catch (InterruptedException | ExecutionException | TimeoutException | RuntimeException e) {
             forget(model);
             throw e;
@@ -456,6 +495,54 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
                     "Model " + model.getModelName() + " was unloaded while it was loading");
         }
         LoadClock.mark(model.getModelName(), "j_backend_up");
+    }
+
+    /**
+     * MMS's addServerThread, with the backend started from a spare launcher in this thread when one is
+     * ready (SpareLifeCycle.prestart): the backend's thread then only watches the launcher, as MMS's does
+     * once its start is read, and the load goes on without waiting for that thread's word. Otherwise, and
+     * when the spare's start failed (the backend's thread reports it as MMS's own would), MMS's way.
+     */
+    private void startBackend(Model model, CompletableFuture<HttpResponseStatus> future)
+            throws InterruptedException, ExecutionException, TimeoutException {
+        if (SpareLaunchers.SIZE == 0) {
+            super.addServerThread(model, future);
+            return;
+        }
+        WorkerStateListener listener = new WorkerStateListener(future, 1);
+        BatchAggregator aggregator = new BatchAggregator(model);
+        synchronized (model.getModelName()) {
+            WorkerThread thread = serverThread(model, aggregator, listener);
+            SpareLifeCycle.Start start = SpareLifeCycle.Start.NONE;
+            try {
+                start = SpareLifeCycle.install(thread, config, model).prestart(model.getPort());
+            } catch (ReflectiveOperationException e) {
+                logger.warn("model {}: started without a spare launcher: {}", model.getModelName(), e.toString());
+            }
+            if (start == SpareLifeCycle.Start.FAILED) {
+                thread = serverThread(model, aggregator, listener); // MMS's own start, on a socket of its own
+            }
+            model.setServerThread(thread);
+            threadPool.submit(thread);
+            if (start != SpareLifeCycle.Start.STARTED) {
+                future.get(1, TimeUnit.MINUTES);
+            }
+        }
+    }
+
+    /** MMS's backend (server) thread for the model, on a new port. */
+    private WorkerThread serverThread(Model model, BatchAggregator aggregator, WorkerStateListener listener) {
+        model.setPort(port.getAndIncrement());
+        return new WorkerThread(
+                config,
+                backendGroup,
+                model.getPort(),
+                -1,
+                model,
+                aggregator,
+                listener,
+                threadNumber.getAndIncrement(),
+                true);
     }
 
     /** Takes the launcher's watching thread out of MMS's reach (WorkerThread.currentThread), or null. */

@@ -123,6 +123,16 @@ public class LifecyclePlugin extends ModelServerEndpoint {
                         + WorkerScaler.NO_SPARE_CORE.get()
                         + ",\"scaled_back_when_idle\":"
                         + WorkerScaler.SCALED_DOWN.get()
+                        + ",\"spare_launchers\":"
+                        + SpareLaunchers.SIZE
+                        + ",\"spare_launchers_ready\":"
+                        + SpareLaunchers.ready()
+                        + ",\"loads_from_a_spare_launcher\":"
+                        + SpareLaunchers.USED.get()
+                        + ",\"loads_without_a_spare_launcher\":"
+                        + SpareLaunchers.MISSED.get()
+                        + ",\"spare_launchers_that_failed\":"
+                        + SpareLaunchers.FAILED.get()
                         + "}";
         rsp.getOutputStream().write(body.getBytes(StandardCharsets.UTF_8));
     }

@@ -128,7 +128,8 @@ final class LoadAttempt {
                 if (loading.decrementAndGet() == 0 && settled.compareAndSet(false, true)) {
                     LoadClock.mark(name, "j_loaded");
                     manager.loaded(model);
-                    answer.complete(status);
+                    answer.complete(status); // MMS writes the answer in here (thenApply)
+                    manager.readyForNextLoad();
                 }
             } else if (state == WorkerState.WORKER_ERROR || state == WorkerState.WORKER_STOPPED) {
                 failed(status); // after the load settled, a stop is MMS's to restart: ignored there

@@ -1,0 +1,107 @@
+"""Spare launchers (container/java SpareLaunchers, launcher.c "--spare"): a load takes a launcher started
+before it, with the model's command; a spare that died does not fail a load; MME_SPARE_LAUNCHERS=0 is
+MMS's own start. Real MMS, zygote and hosts."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from sklearn_mme.container import examples
+from tests.support import Serve, running_pids, running_serve
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _java(serve: Serve) -> psutil.Process:
+    return next(p for p in psutil.Process(serve.proc.pid).children() if "java" in p.name())
+
+
+def _spares(serve: Serve, at_least: int = 0, timeout: float = 30) -> list[int]:
+    """The launchers waiting for a model (argv[1] is --spare), once at least `at_least` are up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = []
+        for proc in _java(serve).children():
+            try:
+                argv = proc.cmdline()
+            except psutil.Error:
+                continue
+            if len(argv) > 1 and argv[1] == "--spare" and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        if len(found) >= at_least or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
+
+
+def _launcher(serve: Serve, name: str) -> psutil.Process:
+    for proc in _java(serve).children():
+        try:
+            argv = proc.cmdline()
+        except psutil.Error:
+            continue
+        if "--model-name" in argv and argv[argv.index("--model-name") + 1] == name:
+            return proc
+    raise AssertionError(f"no launcher for {name}")
+
+
+def _counters(serve: Serve) -> dict:
+    return requests.get(f"{serve.url}/mme", timeout=10).json()
+
+
+def _load_and_check(serve: Serve, example: examples.Example, tmp: Path, name: str) -> None:
+    assert serve.load(name, examples.write_model_dir(example, tmp, name)).status_code == 200
+    rows = example.X[:3]
+    answer = serve.invoke(name, "\n".join(",".join(repr(float(v)) for v in row) for row in rows),
+                          accept="application/json")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"] == example.model.predict(rows).tolist()
+
+
+def test_each_load_takes_a_spare_started_before_it(tmp_path: Path, trained: dict) -> None:
+    with running_serve(tmp_path) as serve:
+        assert _counters(serve)["spare_launchers"] == 2
+        for i in range(3):
+            waiting = _spares(serve, at_least=2)  # the pool is refilled after each load
+            assert len(waiting) == 2, waiting
+            name = f"model{i}"
+            _load_and_check(serve, trained["iris_logreg"], tmp_path / "models", name)
+            launcher = _launcher(serve, name)
+            # The model's launcher is one of the spares that were waiting, and shows the model's command.
+            assert launcher.pid in waiting
+            argv = launcher.cmdline()
+            assert argv[argv.index("--model-path") + 1] == str(tmp_path / "models" / name)
+            assert _counters(serve)["loads_from_a_spare_launcher"] == i + 1
+        # An unload ends the model's launcher before it answers, as for one MMS started; not the others'.
+        gone, kept = _launcher(serve, "model0").pid, _launcher(serve, "model1").pid
+        assert serve.unload("model0").status_code == 200
+        assert running_pids([gone, kept]) == [kept]
+        assert _counters(serve)["loads_without_a_spare_launcher"] == 0
+
+
+def test_spares_killed_while_waiting_do_not_fail_a_load(tmp_path: Path, trained: dict) -> None:
+    with running_serve(tmp_path) as serve:
+        killed = _spares(serve, at_least=2)
+        for pid in killed:
+            psutil.Process(pid).send_signal(signal.SIGKILL)
+        # At once: Java may not have seen them die yet, and hands the model to a dead spare.
+        _load_and_check(serve, trained["iris_logreg"], tmp_path / "models", "survivor")
+        assert _launcher(serve, "survivor").pid not in killed
+        counters = _counters(serve)
+        assert counters["loads_from_a_spare_launcher"] == 0
+        assert counters["loads_without_a_spare_launcher"] + counters["spare_launchers_that_failed"] >= 1
+
+
+def test_with_no_spares_mms_starts_each_launcher(tmp_path: Path, trained: dict) -> None:
+    with running_serve(tmp_path, MME_SPARE_LAUNCHERS="0") as serve:
+        _load_and_check(serve, trained["iris_logreg"], tmp_path / "models", "plain")
+        assert _spares(serve) == []
+        counters = _counters(serve)
+        assert counters["spare_launchers"] == 0
+        assert counters["loads_from_a_spare_launcher"] == 0
+        assert _launcher(serve, "plain").is_running()
