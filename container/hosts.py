@@ -134,6 +134,7 @@ class Hosts:
                         os.close(int(name))
                     except OSError:
                         pass
+            stage_clock.forget_inherited()
             # Per host, as per worker: past it an allocation is a MemoryError (507), not an OOM kill.
             limit_worker_memory(Wiring.from_env().worker_memory_limit_bytes)
             # The models' output through a drained pipe, as a worker's: bounded lines, never blocking.

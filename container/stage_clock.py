@@ -49,4 +49,13 @@ def load_mark(model: str, stage: str) -> None:
         path = Wiring.from_env().stage_log
         _load_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644) if path else -1
     if _load_fd >= 0:
-        os.write(_load_fd, f"load {stage} {time.perf_counter_ns()} {model}\n".encode())
+        try:
+            os.write(_load_fd, f"load {stage} {time.perf_counter_ns()} {model}\n".encode())
+        except OSError:
+            pass  # a timing aid: never a reason for a load to fail
+
+
+def forget_inherited() -> None:
+    """In a fresh fork that closed the descriptors it inherited: open the stage log again when needed."""
+    global _load_fd
+    _load_fd = None
