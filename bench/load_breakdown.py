@@ -11,6 +11,7 @@ out of its rows.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -73,46 +74,61 @@ def spans(marks: dict[str, dict[str, int]]) -> list[tuple[str, str, float, int]]
 
 
 def run_load_breakdown(args: argparse.Namespace, workdir: Path) -> tuple[str, dict]:
-    n = args.models
+    """`--repeats` rounds of loading `--models` models one after another and deleting them, in one server:
+    the first round runs on a fresh JVM (its code not yet compiled), the others as a server that has
+    been loading for a while does; the table is over the later rounds (the only one with `--repeats 1`)."""
+    n, rounds = args.models, args.repeats
     models = make_models(workdir / "models", n, with_vanilla=False)
     stage_log = workdir / "stages.log"
     env = {"MME_BACKEND": "hosts", **args.ours_env, "MME_STAGE_LOG": str(stage_log)}
     server = Ours(workdir / "ours-load-stages", backend=env.pop("MME_BACKEND"), extra_env=env)
     http = Http(server.port)
-    client: dict[str, dict[str, int]] = {}
+    client: list[dict[str, dict[str, int]]] = [{} for _ in range(rounds)]
+    unloads: list[list[float]] = []
     try:
         note(f"[bench] load breakdown: starting {server.label} on port {server.port}")
         server.start()
         time.sleep(args.settle_s)
-        for m in models:
-            body = json.dumps({"model_name": m.name, "url": str(m.ours_dir)}).encode()
-            c0 = time.perf_counter_ns()
-            status, text = http.call("POST", "/models", body, JSON, retry=False)
-            c1 = time.perf_counter_ns()
-            if status != 200:
-                raise BenchError(f"{server.label}: loading {m.name} answered {status}: {text[:200]!r}")
-            client[m.name] = {"c0": c0, "c1": c1}
-        unloads = unload_all(http, models, "load breakdown: unload", time.monotonic() + args.phase_timeout)
+        for r in range(rounds):
+            for m in models:
+                name = f"{m.name}_r{r}"  # a name per round: the stage log is keyed by it
+                body = json.dumps({"model_name": name, "url": str(m.ours_dir)}).encode()
+                c0 = time.perf_counter_ns()
+                status, text = http.call("POST", "/models", body, JSON, retry=False)
+                c1 = time.perf_counter_ns()
+                if status != 200:
+                    raise BenchError(f"{server.label}: loading {name} answered {status}: {text[:200]!r}")
+                client[r][name] = {"c0": c0, "c1": c1}
+            renamed = [dataclasses.replace(m, name=f"{m.name}_r{r}") for m in models]
+            unloads.append(unload_all(http, renamed, f"load breakdown: unload, round {r + 1}",
+                                      time.monotonic() + args.phase_timeout))
     finally:
         http.close()
         server.stop()
     marks = read_marks(stage_log)
-    for name, stamps in client.items():
-        marks[name].update(stamps)
-    rows = spans({k: v for k, v in marks.items() if k in client})
-    whole = [(v["c1"] - v["c0"]) / 1e6 for v in client.values()]
+    later = client[1:] or client
+    for loads in later:
+        for name, stamps in loads.items():
+            marks[name].update(stamps)
+    names = {name for loads in later for name in loads}
+    rows = spans({k: v for k, v in marks.items() if k in names})
+    whole = [(v["c1"] - v["c0"]) / 1e6 for loads in later for v in loads.values()]
+    per_round = [statistics.median((v["c1"] - v["c0"]) / 1e6 for v in loads.values()) for loads in client]
+    deletes = [t for times in unloads[1:] or unloads for t in times]
     total = statistics.median(whole)
     mean = statistics.fmean(whole)
     width = max(len(label) for _, label, _, _ in rows) if rows else 40
+    which = f"rounds 2-{rounds}" if rounds > 1 else "one round"
     # Medians of the steps do not add up to the median load; means do (a slow load is slow somewhere).
-    lines = [f"one cold load through {server.label}, {n} loads, ms per step:",
+    lines = [f"one cold load through {server.label}, {n} models one after another ({which}), ms per step:",
              f"{'':<{width}}  median    mean  of mean"]
     for _, label, med, avg in rows:
         lines.append(f"{label:<{width}}  {med:6.2f}  {avg:6.2f}  {100 * avg / mean:6.0f}%")
     lines.append(f"{'whole POST /models, client-side':<{width}}  {total:6.2f}  {mean:6.2f}    100%")
-    lines.append(f"{'DELETE /models/{name}, client-side':<{width}}  {ms(unloads, 50):6.2f}  "
-                 f"{1000 * statistics.fmean(unloads):6.2f}")
-    result = {"server": server.label, "models": n, "load_p50_ms": total, "unload_p50_ms": ms(unloads, 50),
-              "load_mean_ms": mean,
+    lines.append(f"{'DELETE /models/{name}, client-side':<{width}}  {ms(deletes, 50):6.2f}  "
+                 f"{1000 * statistics.fmean(deletes):6.2f}")
+    lines.append("POST p50 per round (the first on a fresh JVM): " + " ".join(f"{v:.2f}" for v in per_round))
+    result = {"server": server.label, "models": n, "rounds": rounds, "load_p50_ms": total,
+              "load_p50_ms_per_round": per_round, "unload_p50_ms": ms(deletes, 50), "load_mean_ms": mean,
               "steps_ms": {step: {"median": med, "mean": avg} for step, _, med, avg in rows}, "targets": {}}
     return "\n".join(lines), result
