@@ -17,10 +17,10 @@ import org.slf4j.LoggerFactory;
  * Launchers started ahead of the loads that will need them (container/launcher.c, "--spare").
  *
  * <p>MMS starts each model's backend with Runtime.exec when the load arrives: Java's preparation, the fork
- * and exec, and the launcher's own start-up were ~4 ms of a ~13 ms cold load (bench --load-breakdown).
- * A spare has done all of that already and waits on its stdin; a load hands it the very command and
- * environment MMS would have run (SpareLifeCycle), and it registers with the zygote at once. Another
- * spare is started in the background for the next load. No spare ready (a burst of loads): MMS's own
+ * and exec, the launcher's own start-up and two reader threads were ~4 ms of a ~13 ms cold load (bench
+ * --load-breakdown). A spare has done all of that already and waits on its stdin; a load hands it the
+ * very command and environment MMS would have run (SpareLifeCycle), and it registers with the zygote at
+ * once. Another spare is started once the load is answered. No spare ready (a burst of loads): MMS's own
  * start, as before. _MME_SPARE_LAUNCHERS (serve: MME_SPARE_LAUNCHERS; 0 with the Python launcher or
  * vanilla MMS, which have no spare mode) is how many are kept.
  */
@@ -57,6 +57,7 @@ final class SpareLaunchers {
                 USED.incrementAndGet();
                 return spare;
             }
+            spare.discard(); // died while it waited (an operator, the OOM killer)
         }
         MISSED.incrementAndGet();
         refill();
@@ -136,6 +137,19 @@ final class SpareLaunchers {
             this.process = process;
             this.out = out;
             this.err = err;
+        }
+
+        /** Ends it unused: its readers meet its output's end, its stdin is closed. */
+        void discard() {
+            process.destroyForcibly();
+            out.terminate();
+            err.terminate();
+            out.handOver();
+            try {
+                process.getOutputStream().close();
+            } catch (IOException e) {
+                // gone with the process
+            }
         }
     }
 

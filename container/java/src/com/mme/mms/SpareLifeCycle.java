@@ -22,9 +22,10 @@ import org.slf4j.LoggerFactory;
 
 /**
  * MMS's WorkerLifeCycle for a model's backend, started from a spare launcher (SpareLaunchers) when one
- * is ready: the same command, environment and working directory MMS's startBackendServer would exec, the
- * same wait for "MMS worker started." on its stdout (MMS's own reader threads), the same clean-up on
- * failure. The rest (exit, the exit value, the readers) is MMS's, on the spare's Process.
+ * is ready: the same command, environment and working directory MMS's startBackendServer would exec, and
+ * the same wait for "MMS worker started." on its stdout, read by the load's thread (prestart), then by a
+ * SpareOutput started with the spare. The rest (exit, the exit value, the backend thread's watch) is
+ * MMS's, on the spare's Process.
  */
 final class SpareLifeCycle extends WorkerLifeCycle {
 
@@ -97,10 +98,7 @@ final class SpareLifeCycle extends WorkerLifeCycle {
         SpareLaunchers.FAILED.incrementAndGet();
         logger.warn("model {}: the spare launcher did not start ({}); starting one as MMS does",
                 model.getModelName(), why);
-        taken.process.destroyForcibly();
-        taken.out.terminate();
-        taken.err.terminate();
-        taken.out.handOver();
+        taken.discard();
         return Start.FAILED;
     }
 
