@@ -236,6 +236,12 @@ def test_a_model_that_crashes_its_host_gets_500_then_a_process_of_its_own(tmp_pa
             assert _predictions(serve.invoke(name, body, accept="application/json")) == expected, name
 
 
+# The slow-move tests: one host, a 30 ms rule, and that rule alone: a model whose worker is busy for 50 ms
+# would also get a second worker (MME_SCALE_UP_WAIT_MS), a process of its own that answers some requests.
+SLOW_RULE = {"MME_BACKEND": "hosts", "MME_HOSTS": "1", "MME_HOST_SLOW_MS": "30",
+             "MME_MAX_WORKERS_PER_MODEL": "1"}
+
+
 def _pid_code(before_predict: str = "") -> str:
     """A user script whose answer names the process that predicted; `before_predict` runs first."""
     body = "".join(f"    {line}\n" for line in before_predict.strip().splitlines())
@@ -256,7 +262,7 @@ def test_a_slow_hosted_model_moves_to_a_process_of_its_own(tmp_path: Path) -> No
                            _pid_code("time.sleep(0.06)"))
     quick = model_with_code(examples.write_model_dir(examples.small_model(8), tmp_path / "models", "quick"),
                             _pid_code())
-    with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="1", MME_HOST_SLOW_MS="30") as serve:
+    with running_serve(tmp_path, **SLOW_RULE) as serve:
         assert serve.load("sleepy", slow).status_code == 200
         assert serve.load("quick", quick).status_code == 200
         (host,) = [p.pid for p in _children(serve)]
@@ -281,7 +287,7 @@ if np.any(data < 0):
 """)
     model = model_with_code(examples.write_model_dir(examples.small_model(9), tmp_path / "models", "bursty"),
                             bursty)
-    with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="1", MME_HOST_SLOW_MS="30") as serve:
+    with running_serve(tmp_path, **SLOW_RULE) as serve:
         assert serve.load("bursty", model).status_code == 200
         (host,) = [p.pid for p in _children(serve)]
         pids = [_answering_pid(serve, "bursty", body)
@@ -302,7 +308,7 @@ while time.thread_time() - started < 0.008:  # 8 ms of CPU: well under the 30 ms
                             busy)
     cpu = min(os.sched_getaffinity(0))
     hogs: list[subprocess.Popen] = []
-    with running_serve(tmp_path, MME_BACKEND="hosts", MME_HOSTS="1", MME_HOST_SLOW_MS="30") as serve:
+    with running_serve(tmp_path, **SLOW_RULE) as serve:
         assert serve.load("busy", model).status_code == 200
         (host,) = [p.pid for p in _children(serve)]
         os.sched_setaffinity(host, {cpu})

@@ -105,3 +105,50 @@ def test_with_no_spares_mms_starts_each_launcher(tmp_path: Path, trained: dict) 
         assert counters["spare_launchers"] == 0
         assert counters["loads_from_a_spare_launcher"] == 0
         assert _launcher(serve, "plain").is_running()
+
+
+@pytest.mark.parametrize("spares", ["2", "0"])
+def test_a_killed_launcher_is_started_again(tmp_path: Path, trained: dict, spares: str) -> None:
+    """A model whose launcher was SIGKILLed answers again once MMS's backend thread has started a new one
+    (its back-off, 1 s) and the model's worker has reconnected: MMS 1.1.11's backend thread died in its own
+    clean-up and never did, with or without spares (GuardedWorkLoadManager.restartsOnDeath)."""
+    with running_serve(tmp_path, MME_SPARE_LAUNCHERS=spares) as serve:
+        _spares(serve, at_least=int(spares))
+        _load_and_check(serve, trained["iris_logreg"], tmp_path / "models", "phoenix")
+        first = _launcher(serve, "phoenix")
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        deadline = time.monotonic() + 60
+        status, text = None, ""
+        while status != 200:
+            assert time.monotonic() < deadline, (status, text[:200])
+            time.sleep(0.2)
+            try:
+                answer = requests.post(f"{serve.url}/models/phoenix/invoke", data="5.1,3.5,1.4,0.2",
+                                       headers={"Content-Type": "text/csv"}, timeout=5)
+                status, text = answer.status_code, answer.text
+            except requests.Timeout:  # queued for the model while it has no worker
+                status, text = None, "timed out"
+        assert answer.json()["predictions"] == [0]
+        assert _launcher(serve, "phoenix").pid != first.pid
+        # And it unloads as any model does.
+        assert serve.unload("phoenix").status_code == 200
+        assert serve.invoke("phoenix", "5.1,3.5,1.4,0.2").status_code == 404
+
+
+def test_a_model_unloaded_while_its_launcher_is_dead_is_not_started_again(
+    tmp_path: Path, trained: dict
+) -> None:
+    """The backend thread's retry, scheduled when the launcher died, comes after the DELETE: it must not
+    start a launcher for a model nobody has any more."""
+    with running_serve(tmp_path) as serve:
+        _spares(serve, at_least=2)
+        _load_and_check(serve, trained["iris_logreg"], tmp_path / "models", "gone")
+        first = _launcher(serve, "gone")
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        assert serve.unload("gone").status_code == 200
+        time.sleep(3)  # past MMS's first back-off (1 s): the retry has run
+        with pytest.raises(AssertionError, match="no launcher"):
+            _launcher(serve, "gone")
+        assert "is not registered" in serve.log()

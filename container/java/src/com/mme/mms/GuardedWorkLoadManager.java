@@ -11,6 +11,7 @@ import com.amazonaws.ml.mms.wlm.WorkLoadManager;
 import com.amazonaws.ml.mms.wlm.WorkerStateListener;
 import com.amazonaws.ml.mms.wlm.WorkerThread;
 import io.netty.channel.EventLoopGroup;
+import io.netty.channel.embedded.EmbeddedChannel;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import java.io.File;
 import java.lang.reflect.Field;
@@ -500,15 +501,12 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
     /**
      * MMS's addServerThread, with the backend started from a spare launcher in this thread when one is
      * ready (SpareLifeCycle.prestart): the backend's thread then only watches the launcher, as MMS's does
-     * once its start is read, and the load goes on without waiting for that thread's word. Otherwise, and
-     * when the spare's start failed (the backend's thread reports it as MMS's own would), MMS's way.
+     * once its start is read, and the load goes on without waiting for that thread's word. Otherwise (no
+     * spare, MME_SPARE_LAUNCHERS=0, or the spare's start failed) MMS's way, on a SpareLifeCycle all the
+     * same: it restarts a launcher that died only for a model still registered.
      */
     private void startBackend(Model model, CompletableFuture<HttpResponseStatus> future)
             throws InterruptedException, ExecutionException, TimeoutException {
-        if (SpareLaunchers.SIZE == 0) {
-            super.addServerThread(model, future);
-            return;
-        }
         WorkerStateListener listener = new WorkerStateListener(future, 1);
         BatchAggregator aggregator = new BatchAggregator(model);
         synchronized (model.getModelName()) {
@@ -533,16 +531,41 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
     /** MMS's backend (server) thread for the model, on a new port. */
     private WorkerThread serverThread(Model model, BatchAggregator aggregator, WorkerStateListener listener) {
         model.setPort(port.getAndIncrement());
-        return new WorkerThread(
-                config,
-                backendGroup,
-                model.getPort(),
-                -1,
-                model,
-                aggregator,
-                listener,
-                threadNumber.getAndIncrement(),
-                true);
+        WorkerThread thread =
+                new WorkerThread(
+                        config,
+                        backendGroup,
+                        model.getPort(),
+                        -1,
+                        model,
+                        aggregator,
+                        listener,
+                        threadNumber.getAndIncrement(),
+                        true);
+        restartsOnDeath(thread);
+        return thread;
+    }
+
+    /**
+     * MMS's backend thread, when its launcher dies (killed by an operator, say), is meant to start it again
+     * after a back-off (WorkerThread.retry). It never did: its clean-up begins with backendChannel.disconnect(),
+     * a channel only worker threads have, and the NullPointerException ended the thread before retry().
+     * The model then never answered again, its invokes waiting in its queue. A channel of no consequence
+     * lets the clean-up run to the retry, which starts a new launcher; the model's workers connect to it.
+     */
+    private static void restartsOnDeath(WorkerThread server) {
+        if (server == null) {
+            return;
+        }
+        try {
+            Field channel = WorkerThread.class.getDeclaredField("backendChannel");
+            channel.setAccessible(true);
+            if (channel.get(server) == null) {
+                channel.set(server, new EmbeddedChannel());
+            }
+        } catch (ReflectiveOperationException e) {
+            logger.warn("a dead backend ({}) will not be restarted: {}", server.getWorkerId(), e.toString());
+        }
     }
 
     /** Takes the launcher's watching thread out of MMS's reach (WorkerThread.currentThread), or null. */
@@ -597,7 +620,7 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
         return GONE.contains(model);
     }
 
-    private static boolean isRegistered(Model model) {
+    static boolean isRegistered(Model model) {
         return ModelManager.getInstance().getModels().get(model.getModelName()) == model;
     }
 

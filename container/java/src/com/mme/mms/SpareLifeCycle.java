@@ -5,6 +5,7 @@ import com.amazonaws.ml.mms.util.Connector;
 import com.amazonaws.ml.mms.wlm.Model;
 import com.amazonaws.ml.mms.wlm.WorkerInitializationException;
 import com.amazonaws.ml.mms.wlm.WorkerLifeCycle;
+import com.amazonaws.ml.mms.wlm.WorkerState;
 import com.amazonaws.ml.mms.wlm.WorkerThread;
 import java.io.ByteArrayOutputStream;
 import java.io.File;
@@ -32,6 +33,7 @@ final class SpareLifeCycle extends WorkerLifeCycle {
     private static final Logger logger = LoggerFactory.getLogger(SpareLifeCycle.class);
 
     private static final Field LIFE_CYCLE;
+    private static final Field STATE;
     private static final Field PROCESS;
     private static final Method SET_PORT;
     private static final Method ENV;
@@ -39,10 +41,11 @@ final class SpareLifeCycle extends WorkerLifeCycle {
     static {
         try {
             LIFE_CYCLE = WorkerThread.class.getDeclaredField("lifeCycle");
+            STATE = WorkerThread.class.getDeclaredField("state");
             PROCESS = WorkerLifeCycle.class.getDeclaredField("process");
             SET_PORT = WorkerLifeCycle.class.getDeclaredMethod("setPort", int.class);
             ENV = WorkerLifeCycle.class.getDeclaredMethod("getEnvString", String.class, String.class, String.class);
-            for (AccessibleObject o : new AccessibleObject[] {LIFE_CYCLE, PROCESS, SET_PORT, ENV}) {
+            for (AccessibleObject o : new AccessibleObject[] {LIFE_CYCLE, STATE, PROCESS, SET_PORT, ENV}) {
                 o.setAccessible(true);
             }
         } catch (ReflectiveOperationException e) {
@@ -52,7 +55,9 @@ final class SpareLifeCycle extends WorkerLifeCycle {
 
     private final ConfigManager config;
     private final Model model;
+    private WorkerThread server;
     private SpareLaunchers.Spare spare; // null: MMS's own start
+    private boolean startedOnce; // by the backend thread: a second start is a restart, always MMS's own
 
     private SpareLifeCycle(ConfigManager config, Model model) {
         super(config, model);
@@ -64,6 +69,7 @@ final class SpareLifeCycle extends WorkerLifeCycle {
     static SpareLifeCycle install(WorkerThread server, ConfigManager config, Model model)
             throws ReflectiveOperationException {
         SpareLifeCycle lifeCycle = new SpareLifeCycle(config, model);
+        lifeCycle.server = server;
         LIFE_CYCLE.set(server, lifeCycle);
         return lifeCycle;
     }
@@ -104,13 +110,34 @@ final class SpareLifeCycle extends WorkerLifeCycle {
 
     enum Start { STARTED, NONE, FAILED }
 
+    /**
+     * The backend thread's start: nothing left to do after prestart. Otherwise (no spare, or a restart of a
+     * backend whose launcher died: a spare serves one start) MMS's own.
+     */
     @Override
     public void startBackendServer(int port) throws WorkerInitializationException, InterruptedException {
-        boolean mine;
+        boolean prestarted;
+        boolean restart;
         synchronized (this) {
-            mine = spare != null;
+            prestarted = spare != null && !startedOnce;
+            restart = startedOnce;
+            startedOnce = true;
+            if (!prestarted) {
+                spare = null;
+            }
         }
-        if (!mine) {
+        if (!prestarted) {
+            boolean gone = GuardedWorkLoadManager.unloading(model) || !GuardedWorkLoadManager.isRegistered(model);
+            if (restart && gone) {
+                // A retry MMS scheduled when the launcher died, run after the model was unloaded or its load
+                // failed: a launcher started now would be nobody's. Scaled down, MMS retries no more.
+                try {
+                    STATE.set(server, WorkerState.WORKER_SCALED_DOWN);
+                } catch (IllegalAccessException e) {
+                    logger.warn("model {}: cannot end its backend's retries: {}", model.getModelName(), e.toString());
+                }
+                throw new WorkerInitializationException("Model " + model.getModelName() + " is not registered");
+            }
             super.startBackendServer(port); // not holding our monitor: MMS's readers take it (setPid)
         }
     }
@@ -188,11 +215,10 @@ final class SpareLifeCycle extends WorkerLifeCycle {
 
     @Override
     public synchronized void terminateIOStreams() {
-        if (spare == null) {
-            super.terminateIOStreams();
-            return;
+        if (spare != null) {
+            spare.out.terminate();
+            spare.err.terminate();
         }
-        spare.out.terminate();
-        spare.err.terminate();
+        super.terminateIOStreams();
     }
 }
