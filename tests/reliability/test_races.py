@@ -60,9 +60,12 @@ def test_launcher_eof_and_model_connect_in_one_poll_batch(
 
     os.kill(zygote, signal.SIGSTOP)
     try:
-        deleted = serve.unload("victim")  # MMS kills the launcher: its EOF waits in the zygote's poll
+        # A connect to the model's socket waits in the zygote's poll; made before the DELETE, because MMS
+        # removes the socket's path once the model's backend thread has ended (GuardedWorkLoadManager
+        # restartsOnDeath lets that clean-up run).
         late = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        late.connect(sock_path)  # a connect to the model's socket waits in the same batch
+        late.connect(sock_path)
+        deleted = serve.unload("victim")  # MMS kills the launcher: its EOF waits in the same batch
     finally:
         os.kill(zygote, signal.SIGCONT)
     try:
