@@ -81,6 +81,8 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
             Collections.synchronizedSet(Collections.newSetFromMap(new WeakHashMap<>()));
 
     private static volatile GuardedWorkLoadManager installed;
+    /** WorkerThread's channel to its backend, looked up once (restartsOnDeath, on every load). */
+    private static final Field BACKEND_CHANNEL = backendChannelField();
 
     private final ConfigManager config;
     private final EventLoopGroup backendGroup;
@@ -554,17 +556,22 @@ public final class GuardedWorkLoadManager extends WorkLoadManager {
      * lets the clean-up run to the retry, which starts a new launcher; the model's workers connect to it.
      */
     private static void restartsOnDeath(WorkerThread server) {
-        if (server == null) {
-            return;
-        }
         try {
-            Field channel = WorkerThread.class.getDeclaredField("backendChannel");
-            channel.setAccessible(true);
-            if (channel.get(server) == null) {
-                channel.set(server, new EmbeddedChannel());
+            if (BACKEND_CHANNEL.get(server) == null) {
+                BACKEND_CHANNEL.set(server, new EmbeddedChannel());
             }
         } catch (ReflectiveOperationException e) {
             logger.warn("a dead backend ({}) will not be restarted: {}", server.getWorkerId(), e.toString());
+        }
+    }
+
+    private static Field backendChannelField() {
+        try {
+            Field f = WorkerThread.class.getDeclaredField("backendChannel");
+            f.setAccessible(true);
+            return f;
+        } catch (NoSuchFieldException e) {
+            throw new ExceptionInInitializerError(e); // the plugin is built against this very MMS (build.sh)
         }
     }
 

@@ -27,7 +27,7 @@ import org.slf4j.LoggerFactory;
 final class SpareLaunchers {
 
     private static final Logger logger = LoggerFactory.getLogger(SpareLaunchers.class);
-    static final int SIZE = parse(System.getenv("_MME_SPARE_LAUNCHERS"));
+    static final int SIZE = Math.max(0, ContainerMetrics.intEnv("_MME_SPARE_LAUNCHERS", 0));
     /** Room for the model's command in the spare's /proc/PID/cmdline (what ps and operators see). */
     private static final String ROOM = "_".repeat(2048);
     static final AtomicLong USED = new AtomicLong();
@@ -150,14 +150,6 @@ final class SpareLaunchers {
             } catch (IOException e) {
                 // gone with the process
             }
-        }
-    }
-
-    private static int parse(String raw) {
-        try {
-            return raw == null ? 0 : Math.max(0, Integer.parseInt(raw.trim()));
-        } catch (NumberFormatException e) {
-            return 0;
         }
     }
 }
