@@ -4,11 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Java 17 (MMS's frontend runs on it; javac builds our MMS plugin) and a C compiler (the per-model launcher,
+# whose spare mode cold loads and the tests rely on; without one serve falls back to the Python launcher).
+packages=()
 if ! command -v java >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1; then
-    echo "[setup] installing Java 17 (MMS's frontend runs on it; javac builds our MMS plugin)"
+    packages+=(openjdk-17-jdk-headless)
+fi
+if ! command -v cc >/dev/null 2>&1; then
+    packages+=(gcc libc6-dev)
+fi
+if [ ${#packages[@]} -gt 0 ]; then
+    echo "[setup] installing ${packages[*]}"
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openjdk-17-jdk-headless >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 
 PY=${PYTHON:-python3}
