@@ -204,13 +204,14 @@ final class SpareLifeCycle extends WorkerLifeCycle {
             PROCESS.set(this, taken.process);
             taken.out.adopt(this, threadName);
             taken.err.adopt(this, threadName);
+            // Stamped before the write: once written, the launcher may register before this thread runs again.
+            LoadClock.mark(name, "j_spare_handed");
             try {
                 SpareLaunchers.hand(taken.process, args, envp, modelPath);
             } catch (IOException e) {
                 throw new WorkerInitializationException("Failed start worker process", e);
             }
         }
-        LoadClock.mark(name, "j_spare_handed");
     }
 
     @Override
