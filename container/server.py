@@ -97,6 +97,8 @@ class Server:
             scale_up_wait_ms=self.s.scale_up_wait_ms,
             scale_down_idle_s=self.s.scale_down_idle_s,
             spare_launchers=self.s.spare_launchers if self.launcher_kind == "native" else 0,
+            warmup_loads=0 if self.s.backend == "vanilla" else self.s.warmup_loads,
+            warmup_model=None if self.s.backend == "vanilla" else str(self.run / "warm-up-model"),
         ).to_env())
         env.setdefault("OMP_NUM_THREADS", "1")
         env.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -196,6 +196,10 @@ SPARE_LAUNCHERS = EnvVar("MME_SPARE_LAUNCHERS", _whole(0, 64), "2",
                          "C launchers started ahead of the loads that will need them, each of which then "
                          "skips MMS's start of a process (~1.5 ms of a cold load); 0: MMS starts one per "
                          "load")
+WARMUP_LOADS = EnvVar("MME_WARMUP_LOADS", _whole(0, 10_000), "100",
+                      "loads of a built-in tiny model the container runs at start-up, before `GET /ping` "
+                      "answers 200, so that its first real loads find the JVM's load path compiled (about "
+                      "2 s of start-up); 0: none. Not with `MME_BACKEND=vanilla`")
 MEMORY_BUDGET = EnvVar("MME_MEMORY_BUDGET", _size, "",
                        "bytes all loaded models may hold (e.g. `2GiB`); a load past it answers 507. "
                        "Unset: 507 when the machine's available memory is short")
@@ -240,7 +244,7 @@ VARIABLES: tuple[EnvVar, ...] = (
     PORT, WORKERS, MAX_WORKERS_PER_MODEL, SCALE_UP_WAIT, SCALE_DOWN_IDLE, TIMEOUT,
     handler_settings.MAX_PAYLOAD, handler_settings.DEFAULT_ACCEPT,
     handler_settings.DEFAULT_CONTENT, STARTUP, BACKEND, HOSTS, HOST_MAX_ARTIFACT, HOST_SLOW_MS,
-    LAUNCHER, LAUNCHER_BIN, SPARE_LAUNCHERS,
+    LAUNCHER, LAUNCHER_BIN, SPARE_LAUNCHERS, WARMUP_LOADS,
     MEMORY_BUDGET, MEMORY_RESERVE, WORKER_LIMIT, handler_settings.SKOPS_TRUSTED, handler_settings.PROGRAM,
     handler_settings.VERSION_SKEW, HANDLER, JAVA_OPTS, LOG_LEVEL, ACCESS_LOG_LEVEL, METRICS_MAX_MODELS,
     IDLE_CONNECTION_TIMEOUT, MAX_CONNECTIONS, EMF_INTERVAL, EMF_NAMESPACE, EMF_DIMENSIONS, STAGE_LOG, PYTHON,
@@ -263,6 +267,7 @@ class ServeSettings:
     launcher: str
     launcher_bin: str | None
     spare_launchers: int
+    warmup_loads: int
     memory_budget_bytes: int | None
     memory_reserve_bytes: int
     worker_memory_limit_bytes: int | None
@@ -307,6 +312,7 @@ class ServeSettings:
             launcher=LAUNCHER.read(env),
             launcher_bin=LAUNCHER_BIN.read(env),
             spare_launchers=SPARE_LAUNCHERS.read(env),
+            warmup_loads=WARMUP_LOADS.read(env),
             memory_budget_bytes=MEMORY_BUDGET.read(env),
             memory_reserve_bytes=MEMORY_RESERVE.read(env) * _MB,
             worker_memory_limit_bytes=WORKER_LIMIT.read(env),
@@ -351,6 +357,8 @@ class Wiring:
     scale_down_idle_s: int | None = None
     stage_log: str | None = None  # container/stage_clock.py
     spare_launchers: int | None = None  # SpareLaunchers: 0 unless the launcher is the C one
+    warmup_loads: int | None = None  # Warmup.java: 0 with vanilla MMS
+    warmup_model: str | None = None  # the directory the zygote writes the warm-up's model to (warmup.py)
 
     @staticmethod
     def env_name(field_name: str) -> str:
@@ -367,8 +375,8 @@ class Wiring:
         for f in fields(cls):
             raw = env.get(cls.env_name(f.name))
             if raw:
-                numeric = f.name.endswith(
-                    ("_bytes", "_s", "_ms", "_models", "_connections", "_count", "_workers", "_launchers"))
+                numeric = f.name.endswith(("_bytes", "_s", "_ms", "_models", "_connections", "_count",
+                                           "_workers", "_launchers", "_loads"))
                 values[f.name] = int(raw) if numeric else raw
         return cls(**values)
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 import importlib
 import os
 import tempfile
+from pathlib import Path
+
+from sklearn_mme.container.settings import Wiring
 
 
 def preload(handler: str) -> None:
@@ -55,8 +58,11 @@ def warm_up() -> None:
     from sklearn_mme.container import examples
     from sklearn_mme.handler.service import ModelService
 
+    # Our MMS plugin's start-up loads (Warmup.java) load the same model from where serve asks for it.
+    keep = Wiring.from_env().warmup_model
     with tempfile.TemporaryDirectory(prefix="mme-warm-") as tmp:
-        model_dir = examples.write_model_dir(examples.small_model(0), tmp, "warm")
+        where = Path(keep) if keep else Path(tmp) / "warm"
+        model_dir = examples.write_model_dir(examples.small_model(0), where.parent, where.name)
         service = ModelService.load(model_dir)
         for ctype, body in (("text/csv", b"5.1,3.5,1.4,0.2"), ("application/json", b"[[5.1,3.5,1.4,0.2]]"),
                             ("application/jsonlines", b"[5.1,3.5,1.4,0.2]")):

@@ -24,6 +24,19 @@ def _fake_aws_env() -> Iterator[None]:
             os.environ[key] = value
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _short_warm_up() -> Iterator[None]:
+    """A few start-up warm-up loads (MME_WARMUP_LOADS) instead of the default 100: the suite starts the
+    container a few hundred times, and the default's ~1.7 s each would add minutes. What the warm-up does
+    (its /ping gate, that nothing of it is left) is tested at the default in test_warmup.py, and the image
+    tests run the default."""
+    saved = os.environ.get("MME_WARMUP_LOADS")
+    os.environ.setdefault("MME_WARMUP_LOADS", "8")
+    yield
+    if saved is None:
+        os.environ.pop("MME_WARMUP_LOADS", None)
+
+
 @pytest.fixture(scope="session")
 def trained() -> dict[str, examples.Example]:
     """The example models, trained once per session (scikit-learn's bundled datasets)."""

@@ -92,8 +92,9 @@ class Serve:
 
 
 @contextmanager
-def running_serve(tmp: Path, nofile: int | None = None, **env: str) -> Iterator[Serve]:
-    """`container/serve` on a free port; `nofile`: under that descriptor limit (soft and hard, as prlimit)."""
+def running_serve(tmp: Path, nofile: int | None = None, ready: bool = True, **env: str) -> Iterator[Serve]:
+    """`container/serve` on a free port; `nofile`: under that descriptor limit (soft and hard, as prlimit);
+    `ready`: yielded once /ping answers 200, else as soon as it is started."""
     port = ports.free_port()
     log_path = tmp / f"serve-{port}.log"
     full_env = {**os.environ, "SAGEMAKER_BIND_TO_PORT": str(port), "SAGEMAKER_MULTI_MODEL": "true", **env}
@@ -102,7 +103,8 @@ def running_serve(tmp: Path, nofile: int | None = None, **env: str) -> Iterator[
         proc = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     serve = Serve(proc, port, log_path)
     try:
-        ports.wait_for_ping(serve.url, 90, lambda: proc.poll() is None)
+        if ready:
+            ports.wait_for_ping(serve.url, 90, lambda: proc.poll() is None)
         yield serve
     finally:
         if proc.poll() is None:

@@ -38,6 +38,7 @@ MALFORMED = {
     "MME_LAUNCHER": "rust",
     "MME_LAUNCHER_BIN": "/nonexistent/mme-launcher",
     "MME_SPARE_LAUNCHERS": "65",
+    "MME_WARMUP_LOADS": "10001",
     "MME_MEMORY_BUDGET": "lots",
     "MME_MEMORY_RESERVE_MB": "64MB",
     "MME_WORKER_MEMORY_LIMIT": "12 parsecs",

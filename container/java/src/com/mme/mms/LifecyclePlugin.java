@@ -133,6 +133,10 @@ public class LifecyclePlugin extends ModelServerEndpoint {
                         + SpareLaunchers.MISSED.get()
                         + ",\"spare_launchers_that_failed\":"
                         + SpareLaunchers.FAILED.get()
+                        + ",\"warm_up_done\":"
+                        + Warmup.done()
+                        + ",\"warm_up_loads\":"
+                        + Warmup.loaded()
                         + "}";
         rsp.getOutputStream().write(body.getBytes(StandardCharsets.UTF_8));
     }
@@ -152,6 +156,7 @@ public class LifecyclePlugin extends ModelServerEndpoint {
                 installFailed = true; // GET /mme says so: `serve` refuses to start
                 logger.error("MMS's own WorkLoadManager stays in place", e);
             }
+            Warmup.run(manager);
             while (true) {
                 long now = System.currentTimeMillis();
                 for (Iterator<Map.Entry<Model, Long>> it = UNLOADED.entrySet().iterator();

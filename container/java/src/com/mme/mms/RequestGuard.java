@@ -60,6 +60,13 @@ final class RequestGuard extends ChannelInboundHandlerAdapter {
         if (OffLoopUnload.take(ctx, msg)) {
             return;
         }
+        if (!Warmup.done() && msg instanceof FullHttpRequest && isPing((FullHttpRequest) msg)) {
+            ReferenceCountUtil.release(msg);
+            NettyUtils.sendJsonResponse(ctx, new ErrorResponse(503, "ServiceUnavailableException",
+                    "The container is starting: its load path is warming up"),
+                    HttpResponseStatus.SERVICE_UNAVAILABLE);
+            return;
+        }
         String registering = null;
         if (msg instanceof FullHttpRequest) {
             FullHttpRequest req = (FullHttpRequest) msg;
@@ -86,6 +93,10 @@ final class RequestGuard extends ChannelInboundHandlerAdapter {
         } finally {
             Registrations.end(registering);
         }
+    }
+
+    private static boolean isPing(FullHttpRequest req) {
+        return "/ping".equals(new QueryStringDecoder(req.uri()).path());
     }
 
     /** Refuses bad input; returns the model name of a registration (POST /models), else null. */

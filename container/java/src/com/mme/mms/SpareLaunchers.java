@@ -46,20 +46,24 @@ final class SpareLaunchers {
 
     private SpareLaunchers() {}
 
-    /** A spare that is still up, or null (none kept, or none ready yet). */
-    static Spare take() {
+    /** A spare that is still up, or null (none kept, or none ready yet); `counted`: in GET /mme's counts. */
+    static Spare take(boolean counted) {
         if (SIZE == 0) {
             return null;
         }
         Spare spare;
         while ((spare = READY.poll()) != null) {
             if (spare.process.isAlive()) {
-                USED.incrementAndGet();
+                if (counted) {
+                    USED.incrementAndGet();
+                }
                 return spare;
             }
             spare.discard(); // died while it waited (an operator, the OOM killer)
         }
-        MISSED.incrementAndGet();
+        if (counted) {
+            MISSED.incrementAndGet();
+        }
         refill();
         return null;
     }

@@ -83,7 +83,7 @@ final class SpareLifeCycle extends WorkerLifeCycle {
      * model afresh, on a new port, as MMS does, so the load does not fail for a spare's sake.
      */
     Start prestart(int port) {
-        SpareLaunchers.Spare taken = SpareLaunchers.take();
+        SpareLaunchers.Spare taken = SpareLaunchers.take(!Warmup.isWarmup(model.getModelName()));
         if (taken == null) {
             return Start.NONE;
         }
