@@ -77,6 +77,7 @@ final class Warmup {
             stopped = e.toString();
         } finally {
             done = true;
+            HeapTrim.note(); // its garbage goes back once things are quiet, as a burst of real loads' does
         }
         long ms = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start);
         if (stopped == null) {
