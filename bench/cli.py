@@ -111,7 +111,9 @@ def measure(kind: str, models: list[BenchModel], args: argparse.Namespace, workd
     try:
         note(f"[bench] {tag}: starting {server.label} on port {server.port}")
         server.start()
-        time.sleep(args.settle_s)  # let the JVM's start-up JIT and GC calm down before the baseline
+        # The baseline in the state the after-unload figure is read in: past our plugin's full GC (HeapTrim,
+        # 3 s after the last activity), which a reading 1.5 s after /ping missed (Java 111 against 78 MB).
+        time.sleep(max(args.settle_s, UNLOAD_SETTLE_S))
         idle = server.snapshot()
         proto = server.protocol
         curve = PssCurve(server, n)  # whole-tree PSS every few loads, for --chart

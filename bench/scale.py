@@ -59,7 +59,7 @@ def _measure(args: argparse.Namespace, workdir: Path) -> _Measured:
     try:
         note(f"[bench] {tag}: starting ours on port {server.port}")
         server.start()
-        time.sleep(args.settle_s)
+        time.sleep(max(args.settle_s, UNLOAD_SETTLE_S))  # past HeapTrim's GC, as the after-unload figures
         idle = server.snapshot()
         guard = _scale_guard(server, args.scale_max_gb * 1000 * MB)
         deadline = time.monotonic() + args.scale_timeout
