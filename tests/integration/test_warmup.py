@@ -38,24 +38,28 @@ def test_ping_answers_200_once_the_warm_up_is_over_and_leaves_nothing(
 
 
 def test_ping_answers_503_while_the_load_path_warms_up(tmp_path: Path) -> None:
-    """A warm-up longer than its 10 s budget: /ping answers 503 with one line while it runs, 200 after."""
+    """A warm-up longer than its 10 s budget: /ping answers 503 with one line from its very first answer (our
+    endpoint is in place before MMS listens), 200 once the warm-up is over; HEAD /ping the same status."""
     with running_serve(tmp_path, ready=False, MME_WARMUP_LOADS="10000") as serve:
         deadline = time.monotonic() + 60
-        while True:  # until our request guard is in every connection's pipeline (GET /metrics says so)
+        while True:
             assert time.monotonic() < deadline and serve.proc.poll() is None
             try:
-                if requests.get(f"{serve.url}/metrics", timeout=5).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.02)
+                first = requests.get(f"{serve.url}/ping", timeout=5)
+                break
+            except requests.ConnectionError:  # not listening yet
+                time.sleep(0.01)
         started = time.monotonic()
-        ping = requests.get(f"{serve.url}/ping", timeout=5)
-        assert ping.status_code == 503, ping.text
-        assert ping.json()["message"] == "The container is starting: its load path is warming up"
+        assert first.status_code == 503, first.text
+        assert first.json()["message"] == "The container is starting: its load path is warming up"
         assert requests.get(f"{serve.url}/mme", timeout=5).json()["warm_up_done"] is False
+        while requests.get(f"{serve.url}/metrics", timeout=5).status_code != 200:
+            time.sleep(0.02)  # until the request guard, which answers HEAD /ping, is on every connection
+        assert requests.head(f"{serve.url}/ping", timeout=5).status_code == 503
         ports.wait_for_ping(serve.url, 60, lambda: serve.proc.poll() is None, interval=0.05)
         assert time.monotonic() - started < 30  # the budget ended it, not the 10,000 loads
         mme = requests.get(f"{serve.url}/mme", timeout=5).json()
         assert mme["warm_up_done"] is True and 0 < mme["warm_up_loads"] < 10_000, mme
         assert "start-up warm-up stopped after" in serve.log()
+        assert requests.head(f"{serve.url}/ping", timeout=5).status_code == 200
+        assert requests.get(f"{serve.url}/ping", timeout=5).json() == {"status": "Healthy"}

@@ -10,11 +10,15 @@ import com.google.gson.JsonPrimitive;
 import io.netty.channel.ChannelHandler;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelInboundHandlerAdapter;
+import io.netty.handler.codec.http.DefaultFullHttpResponse;
 import io.netty.handler.codec.http.FullHttpRequest;
+import io.netty.handler.codec.http.FullHttpResponse;
+import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpHeaderValues;
 import io.netty.handler.codec.http.HttpMethod;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import io.netty.handler.codec.http.HttpUtil;
+import io.netty.handler.codec.http.HttpVersion;
 import io.netty.handler.codec.http.QueryStringDecoder;
 import io.netty.util.ReferenceCountUtil;
 import java.io.File;
@@ -60,11 +64,12 @@ final class RequestGuard extends ChannelInboundHandlerAdapter {
         if (OffLoopUnload.take(ctx, msg)) {
             return;
         }
-        if (!Warmup.done() && msg instanceof FullHttpRequest && isPing((FullHttpRequest) msg)) {
+        if (msg instanceof FullHttpRequest && isBodylessPing((FullHttpRequest) msg)) {
             ReferenceCountUtil.release(msg);
-            NettyUtils.sendJsonResponse(ctx, new ErrorResponse(503, "ServiceUnavailableException",
-                    "The container is starting: its load path is warming up"),
-                    HttpResponseStatus.SERVICE_UNAVAILABLE);
+            FullHttpResponse rsp = new DefaultFullHttpResponse(HttpVersion.HTTP_1_1,
+                    HttpResponseStatus.valueOf(PingEndpoint.status()));
+            rsp.headers().set(HttpHeaderNames.CONTENT_TYPE, HttpHeaderValues.APPLICATION_JSON);
+            NettyUtils.sendHttpResponse(ctx, rsp, true);
             return;
         }
         String registering = null;
@@ -95,8 +100,10 @@ final class RequestGuard extends ChannelInboundHandlerAdapter {
         }
     }
 
-    private static boolean isPing(FullHttpRequest req) {
-        return "/ping".equals(new QueryStringDecoder(req.uri()).path());
+    /** HEAD or OPTIONS /ping, which MMS does not hand to our PingEndpoint: answered here, status only. */
+    private static boolean isBodylessPing(FullHttpRequest req) {
+        return (req.method() == HttpMethod.HEAD || req.method() == HttpMethod.OPTIONS)
+                && "/ping".equals(new QueryStringDecoder(req.uri()).path());
     }
 
     /** Refuses bad input; returns the model name of a registration (POST /models), else null. */
