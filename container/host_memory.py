@@ -79,7 +79,7 @@ class HostMemory:
             entries = [(self.cache.size_of(key) or 0, name, _skews(self.cache.peek(key)))
                        for key in self.cache.keys() for name in sorted(self.names.get(key) or {key})]
             if entries:
-                self.ledger.record_all(entries)
+                self.ledger.record_all(entries, shared_host=True)
             else:
                 self.ledger.forget(os.getpid())  # holding nothing: no record, as a worker that ended
 

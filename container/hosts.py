@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sklearn_mme.container import host_loop, mms_protocol, stage_clock, worker_output
+from sklearn_mme.container.host_events import HostEvents
 from sklearn_mme.container.host_loop import BUSY, READING, WRITING, HostState
 from sklearn_mme.container.oom import oom_kill_count
 from sklearn_mme.container.procutil import become_subreaper
@@ -89,6 +90,8 @@ class Hosts:
         self.acks: dict[int, tuple[int, Slot]] = {}
         # Names of models that crashed or got stuck in a host: they get a process of their own from now on.
         self.own_process: set[str] = set()
+        self.stuck: set[int] = set()  # hosts we killed because a deleted model's request held them
+        self.events = HostEvents(zygote.ledger.dir if zygote.ledger else None)
         self.ids = itertools.count(1)
         self.stopping = False
         # Models a host is loading ahead of MMS's connection (prefetch), by the model's socket path.
@@ -251,7 +254,7 @@ class Hosts:
             self._forget(hosted)
         elif msg[:1] == b"M":  # it predicts slowly: the host let it go between two requests
             self._forget(hosted, close=False)
-            if self._own_process(hosted):
+            if self._own_process(hosted, "slow"):
                 log.info("model %s predicts slowly in its host (median %s ms): a process of its own from "
                          "now on", hosted.slot.args.model_name, rest.decode("ascii", "replace"))
 
@@ -276,6 +279,7 @@ class Hosts:
                 self.own_process.add(slot.args.model_name)  # if MMS starts it again: not in a host
                 log.warning("host %d is stuck in a request of deleted model %s: replacing it", host.pid,
                             slot.args.model_name)
+                self.stuck.add(host.pid)
                 try:
                     os.kill(host.pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -329,11 +333,14 @@ class Hosts:
         elif not self.stopping:
             log.warning("host %d ended (%s) with %d connections: handing them to a fresh host", pid,
                         _describe(status), len(host.conns))
+        oom = oom_kill_count() > host.oom_kills and os.WIFSIGNALED(status)
+        if not self.stopping and not host.retiring:  # counted before any of its requests is answered
+            self.events.host_replaced("stuck" if pid in self.stuck else "oom_kill" if oom else "died")
+        self.stuck.discard(pid)
         fresh = None if self.stopping or host.retiring else self._spawn()
         if fresh is None and not self.stopping:
             fresh = min((h for h in self.hosts.values() if not h.retiring), key=lambda h: len(h.conns),
                         default=None)
-        oom = oom_kill_count() > host.oom_kills and os.WIFSIGNALED(status)
         for hosted in list(host.conns.values()):
             if (hosted.id == conn_id and step == BUSY) or hosted.id in loading:
                 self._answer_in_flight(hosted, oom)  # a load in a thread is answered as failed
@@ -345,6 +352,8 @@ class Hosts:
     def _answer_in_flight(self, hosted: Hosted, oom: bool) -> None:
         """Answer the request the dead host had in hand; its model gets a process of its own from now on."""
         self._forget(hosted, close=False)
+        if hosted.loaded and self._can_own(hosted.slot):
+            self.events.model_moved("host_died")  # before the answer: a client reading the metric sees it
         try:
             status, message = (507, OOM_MESSAGE) if oom else (500, DIED_MESSAGE)
             hosted.client.sendall(mms_protocol.error_frame(status, message))
@@ -354,15 +363,21 @@ class Hosts:
         if not hosted.loaded:
             hosted.client.close()  # it was the load: answered as failed, MMS unregisters the model
             return
-        self._own_process(hosted)
+        self._own_process(hosted, None)
 
-    def _own_process(self, hosted: Hosted) -> bool:
-        """A forked worker of the model's own serves its connection from here on, reloading it first;
-        False (the connection closed) when the model or the container is going."""
+    def _can_own(self, slot: Slot) -> bool:
+        return not (self.stopping or slot.ended or slot.listener is None)
+
+    def _own_process(self, hosted: Hosted, reason: str | None) -> bool:
+        """A forked worker of the model's own serves its connection from here on, reloading it first (the
+        move is counted under `reason`, unless the caller counted it); False (the connection closed) when the
+        model or the container is going."""
         slot = hosted.slot
-        if self.stopping or slot.ended or slot.listener is None:
+        if not self._can_own(slot):
             hosted.client.close()
             return False
+        if reason is not None:
+            self.events.model_moved(reason)
         self.own_process.add(slot.args.model_name)
         args = slot.args
         reload = {"modelName": args.model_name.encode(), "modelPath": args.model_path.encode(),

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+HOST_LINE = "host"  # a shared host's record (hosts.py) says so in its first line; total() skips it
 
 
 def _boot_time() -> float:
@@ -97,12 +98,12 @@ class MemoryLedger:
         self.record_all([(nbytes, label, skews)], pid)
 
     def record_all(self, entries: Iterable[tuple[int, str, Iterable[tuple[str, str, str]]]],
-                   pid: int | None = None) -> None:
+                   pid: int | None = None, shared_host: bool = False) -> None:
         """Replace pid's record: per model `BYTES NAME`, then one `skew\tLIBRARY\tWRITTEN\tINSTALLED` line per
-        version skew it was loaded with. Our MMS plugin reads them for GET /models/{name} and /metrics
-        (LedgerReader.java)."""
+        version skew it was loaded with; a shared host's record starts with a `host` line. Our MMS plugin
+        reads them for GET /models/{name} and /metrics (LedgerReader.java)."""
         pid = os.getpid() if pid is None else pid
-        lines = []
+        lines = [HOST_LINE] if shared_host else []
         for nbytes, label, skews in entries:
             lines.append(f"{nbytes} {label}")
             lines += ["\t".join(["skew", *(" ".join(str(f).split()) for f in skew)]) for skew in skews]

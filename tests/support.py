@@ -85,6 +85,15 @@ class Serve:
                         out[parts[1].strip()] = int(entry.name)
         return out
 
+    def ledger_bytes(self, name: str) -> int:
+        """The bytes the memory ledger records for model `name` (its "BYTES NAME" line)."""
+        record = self.run_dir() / "ledger" / str(self.model_pids()[name])
+        for line in record.read_text().splitlines():
+            parts = line.split(maxsplit=1)
+            if len(parts) == 2 and parts[0].isdigit() and parts[1].strip() == name:
+                return int(parts[0])
+        raise AssertionError(f"no ledger line for {name}")
+
     def stop(self, timeout: float = 30) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -74,8 +74,7 @@ def test_known_traffic_counts_per_model(plain: Serve, model_root: Path) -> None:
         assert plain.invoke(opaque, BAD, **{TARGET: "segment_a.tar.gz"}).status_code == 400
     for _ in range(4):
         assert plain.invoke("plain_b", GOOD).status_code == 200
-    ledger = plain.model_pids()
-    bytes_b = int((plain.run_dir() / "ledger" / str(ledger["plain_b"])).read_text().split()[0])
+    bytes_b = plain.ledger_bytes("plain_b")
     assert plain.unload("plain_b").status_code == 200
     assert plain.invoke("plain_b", GOOD).status_code == 404  # answered by MMS: Python never sees it
 
@@ -97,7 +96,7 @@ def test_known_traffic_counts_per_model(plain: Serve, model_root: Path) -> None:
     assert value(s, "mme_container_model_load_failures_total", model="broken", cause="bad_artifact") == 1
     assert value(s, "mme_container_model_unloads_total", model="plain_b") == 1
     assert value(s, "mme_container_model_unloads_total", model="segment_a.tar.gz") is None
-    held = int((plain.run_dir() / "ledger" / str(ledger[opaque])).read_text().split()[0])
+    held = plain.ledger_bytes(opaque)
     assert held > 0 and bytes_b > 0
     assert value(s, "mme_container_model_bytes", model="segment_a.tar.gz") == held
     assert value(s, "mme_container_model_bytes", model="plain_b") is None  # unloaded: holds nothing

@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from sklearn_mme.container import examples
+from tests.integration.test_container_metrics import scrape, value
 from tests.support import Serve, model_with_code, running_serve
 
 pytestmark = pytest.mark.mms
@@ -81,13 +82,25 @@ def _loads_of(serve: Serve, name: str) -> int:
 
 
 def _ledger(serve: Serve) -> dict[int, int]:
-    """host pid -> bytes it records in the memory ledger (a "BYTES NAME" line per model it holds)."""
+    """host pid -> bytes it records in the memory ledger (a `host` line, then a "BYTES NAME" line per model
+    it holds)."""
     hosts = {p.pid for p in _children(serve)}
     out = {}
     for entry in (serve.run_dir() / "ledger").iterdir():
         if entry.name.isdigit() and int(entry.name) in hosts:
-            out[int(entry.name)] = sum(int(line.split()[0]) for line in entry.read_text().splitlines())
+            out[int(entry.name)] = sum(int(line.split()[0]) for line in entry.read_text().splitlines()
+                                       if line.split()[0].isdigit())  # not the `host` line
     return out
+
+
+def _shared_host(serve: Serve, name: str) -> bool:
+    resp = serve.http.get(f"{serve.url}/models/{name}", timeout=10)
+    assert resp.status_code == 200, resp.text
+    return json.loads(resp.content)["sharedHost"]
+
+
+MOVES = "mme_container_model_moves_total"
+REPLACED = "mme_container_host_replacements_total"
 
 
 def test_many_models_answer_from_two_host_processes(tmp_path: Path, small_models) -> None:
@@ -101,6 +114,11 @@ def test_many_models_answer_from_two_host_processes(tmp_path: Path, small_models
             assert _predictions(resp) == expected, name
         # Twelve models, and still only the two hosts: no process per model.
         assert len(_children(serve)) == 2
+        samples = scrape(serve)
+        assert value(samples, "mme_container_hosted_models") == N_MODELS
+        assert all(value(samples, MOVES, reason=r) == 0 for r in ("slow", "host_died"))
+        assert all(value(samples, REPLACED, cause=c) == 0 for c in ("oom_kill", "stuck", "died"))
+        assert _shared_host(serve, "tail00") is True
         held = _ledger(serve)
         assert len(held) == 2 and all(size > 0 for size in held.values())  # both hosts hold models
         # DELETE drops a hosted model: 404 afterwards, and its host no longer counts its bytes.
@@ -154,7 +172,7 @@ def test_a_host_killed_mid_traffic_costs_at_most_the_request_in_hand(tmp_path: P
         hosts_before = {p.pid for p in _children(serve)}
         victim = max(_ledger(serve))  # a host holding models
         stop = threading.Event()
-        results: list[tuple[str, int, list | None]] = []
+        results: list[tuple[str, int, list | str]] = []  # a prediction, or the error's text
         lock = threading.Lock()
 
         def client(names: list[str]) -> None:
@@ -164,7 +182,7 @@ def test_a_host_killed_mid_traffic_costs_at_most_the_request_in_hand(tmp_path: P
                     _, body, _ = small_models[name]
                     resp = http.post(f"{serve.url}/models/{name}/invoke", data=body, timeout=60,
                                      headers={"Content-Type": "text/csv", "Accept": "application/json"})
-                    got = _predictions(resp) if resp.status_code == 200 else None
+                    got = _predictions(resp) if resp.status_code == 200 else resp.text
                     with lock:
                         results.append((name, resp.status_code, got))
 
@@ -189,6 +207,10 @@ def test_a_host_killed_mid_traffic_costs_at_most_the_request_in_hand(tmp_path: P
         # A fresh host took the dead one's place, and every model answers.
         after = {p.pid for p in _children(serve)}
         assert victim not in after and len(after & hosts_before) >= 1
+        samples = scrape(serve)
+        assert value(samples, REPLACED, cause="died") == 1
+        died = [n for n, status, got in results if status != 200 and "process serving the model died" in got]
+        assert value(samples, MOVES, reason="host_died") == len(died)  # the request in hand: its model moved
         for name, (_, body, expected) in small_models.items():
             resp = serve.invoke(name, body, accept="application/json")
             assert resp.status_code == 200, (name, resp.text)
@@ -218,9 +240,13 @@ def test_a_model_that_crashes_its_host_gets_500_then_a_process_of_its_own(tmp_pa
         assert serve.invoke("crashy", "5.1,3.5,1.4,0.2").status_code == 200
         hosts = {p.pid for p in _children(serve)}
         assert len(hosts) == 2
+        assert _shared_host(serve, "crashy") is True
         resp = serve.invoke("crashy", "-1,3.5,1.4,0.2")
         assert resp.status_code == 500, resp.text
         assert "process serving the model died" in resp.text
+        samples = scrape(serve)  # counted by the time of the answer
+        assert value(samples, REPLACED, cause="died") == 1
+        assert value(samples, MOVES, reason="host_died") == 1
         # Its neighbours on the dead host answer again, from a fresh host.
         for name, (_, body, expected) in small_models.items():
             resp = serve.invoke(name, body, accept="application/json")
@@ -228,6 +254,8 @@ def test_a_model_that_crashes_its_host_gets_500_then_a_process_of_its_own(tmp_pa
         assert serve.invoke("crashy", "5.1,3.5,1.4,0.2").status_code == 200
         after = {p.pid for p in _children(serve)}
         assert len(after) == 3  # two hosts and the crashy model's own process
+        assert _shared_host(serve, "crashy") is False
+        assert value(scrape(serve), "mme_container_hosted_models") == N_MODELS
         # Crashing again takes down only its own process: the hosts stay.
         assert serve.invoke("crashy", "-1,3.5,1.4,0.2").status_code != 200
         survivors = {p.pid for p in _children(serve)}
@@ -267,12 +295,19 @@ def test_a_slow_hosted_model_moves_to_a_process_of_its_own(tmp_path: Path) -> No
         assert serve.load("quick", quick).status_code == 200
         (host,) = [p.pid for p in _children(serve)]
         assert _answering_pid(serve, "quick") == host
+        assert _shared_host(serve, "sleepy") is True
+        assert value(scrape(serve), "mme_container_hosted_models") == 2
         # Five slow answers from the host fill the window; the quick model's requests are not counted.
         for i in range(5):
             assert _answering_pid(serve, "sleepy") == host, i
             assert _answering_pid(serve, "quick") == host, i
         own = _answering_pid(serve, "sleepy")
         assert own != host
+        # At the moment of that answer, the move is counted and the model is described where it runs.
+        samples = scrape(serve)
+        assert value(samples, MOVES, reason="slow") == 1 and value(samples, MOVES, reason="host_died") == 0
+        assert value(samples, "mme_container_hosted_models") == 1
+        assert _shared_host(serve, "sleepy") is False and _shared_host(serve, "quick") is True
         assert own in {p.pid for p in _children(serve)}
         assert _answering_pid(serve, "sleepy") == own
         assert _answering_pid(serve, "quick") == host
@@ -393,6 +428,8 @@ def test_deleting_a_model_stuck_in_its_host_frees_the_hosts_other_models(tmp_pat
         assert resp.status_code == 200 and _predictions(resp) == expected
         assert time.monotonic() - t0 < 4 + 5
         assert "is stuck in a request of deleted model sleepy" in serve.log()
+        samples = scrape(serve)
+        assert value(samples, REPLACED, cause="stuck") == 1 and value(samples, REPLACED, cause="died") == 0
 
 
 PAUSING_PY = """

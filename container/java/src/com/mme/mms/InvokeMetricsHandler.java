@@ -12,7 +12,7 @@ import java.util.ArrayDeque;
  * One per connection, after MMS's HTTP aggregator: notes each request as it arrives and, when its
  * answer is written, hands status and latency to ContainerMetrics. HTTP/1.1 answers leave in request
  * order, so a queue pairs them. Netty calls both methods on the connection's event loop: no locks.
- * Also adds the model's version skew to MMS's answer to GET /models/{name} (VersionSkewAnswers).
+ * Also adds what the memory ledger says of a model to MMS's answer to GET /models/{name} (ModelDescription).
  */
 final class InvokeMetricsHandler extends ChannelDuplexHandler {
 
@@ -37,7 +37,7 @@ final class InvokeMetricsHandler extends ChannelDuplexHandler {
                     if (msg instanceof FullHttpResponse) {
                         FullHttpResponse full = (FullHttpResponse) msg;
                         if (p.kind == ContainerMetrics.Kind.DESCRIBE && code == 200 && p.name != null) {
-                            msg = VersionSkewAnswers.describe(full, p.name);
+                            msg = ModelDescription.describe(full, p.name);
                         } else if (p.kind == ContainerMetrics.Kind.LOAD && code == 400) {
                             skew = VersionSkewAnswers.refused(full);
                         }

@@ -18,7 +18,8 @@ import java.util.Set;
  * The memory ledger (container/ledger.py) as the plugin reads it: one file per backend process, named
  * by its pid, holding per model a "BYTES NAME" line and then one "skew\tLIBRARY\tWRITTEN\tINSTALLED" line
  * per library version skew the handler found when it loaded the model (handler/versions.py); a model's own
- * worker holds one model, a shared host many. Read at scrape time and for GET /models/{name}; the
+ * worker holds one model, a shared host many (its record starts with a "host" line). Read at scrape time
+ * and for GET /models/{name}; the
  * directory is listed again only when it changed (a record is replaced by a rename, which changes it),
  * and then only the files that are new or were replaced (another inode) are read again.
  */
@@ -43,16 +44,22 @@ final class LedgerReader {
         final String name;
         final long bytes;
         final List<Skew> skews;
+        /** Held by one of the shared host processes (MME_BACKEND=hosts), not a process of its own. */
+        final boolean sharedHost;
 
-        Entry(long pid, String name, long bytes, List<Skew> skews) {
+        Entry(long pid, String name, long bytes, List<Skew> skews, boolean sharedHost) {
             this.pid = pid;
             this.name = name;
             this.bytes = bytes;
             this.skews = skews;
+            this.sharedHost = sharedHost;
         }
     }
 
     private static final Path PROC = Paths.get("/proc");
+    /** A shared host's record starts with this line (container/ledger.py). */
+    private static final String HOST_LINE = "host";
+    private static final String HOST_EVENTS = "host-events";
     private final Path dir;
     private FileTime seen;
     /** A file as last read: which inode it was, and the models it listed. */
@@ -134,7 +141,12 @@ final class LedgerReader {
         try {
             List<Entry> models = new ArrayList<>(1);
             List<Skew> skews = null; // the skew lines that follow belong to the model line before them
+            boolean host = false;
             for (String line : Files.readString(p).split("\n")) {
+                if (line.equals(HOST_LINE)) {
+                    host = true;
+                    continue;
+                }
                 String[] f = line.split("\t");
                 if (f.length == 4 && f[0].equals("skew")) {
                     if (skews != null) {
@@ -145,7 +157,7 @@ final class LedgerReader {
                 String[] model = line.trim().split(" ", 2);
                 if (model.length == 2) {
                     skews = new ArrayList<>(0);
-                    models.add(new Entry(pid, model[1], Long.parseLong(model[0]), skews));
+                    models.add(new Entry(pid, model[1], Long.parseLong(model[0]), skews, host));
                 }
             }
             return new Record(key, models);
@@ -174,11 +186,11 @@ final class LedgerReader {
         return out;
     }
 
-    /** The skews recorded by the live process(es) of one model: for GET /models/{name}. */
-    List<Skew> skewsOf(String name) {
+    /** The record of one model by a live process, or null: for GET /models/{name}. */
+    Entry entryOf(String name) {
         for (Entry e : entries()) {
             if (e.name.equals(name) && alive(e.pid)) {
-                return e.skews;
+                return e;
             }
         }
         return null;
@@ -212,6 +224,29 @@ final class LedgerReader {
             return null;
         }
         return live;
+    }
+
+    /**
+     * The zygote's counts of host events (container/host_events.py: "FAMILY LABEL COUNT" lines), in file
+     * order; empty where there are no shared hosts (no file).
+     */
+    List<String[]> hostEvents() {
+        List<String[]> out = new ArrayList<>();
+        if (dir == null) {
+            return out;
+        }
+        try {
+            for (String line : Files.readString(dir.resolve(HOST_EVENTS)).split("\n")) {
+                String[] f = line.trim().split(" ");
+                if (f.length == 3) {
+                    Long.parseLong(f[2]);
+                    out.add(f);
+                }
+            }
+        } catch (IOException | NumberFormatException e) {
+            return List.of();
+        }
+        return out;
     }
 
     long zygoteRestarts() {

@@ -1,6 +1,7 @@
 package com.mme.mms;
 
 import com.amazonaws.ml.mms.wlm.ModelManager;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -45,6 +46,7 @@ final class MetricsText {
         long total = bytes(t, live);
         skews(t, live);
         containerWide(t, models.size(), total);
+        hosts(t, live);
         return t;
     }
 
@@ -205,6 +207,42 @@ final class MetricsText {
         family(t, "mme_container_metrics_tracked_models", "gauge",
                 "Model names with their own series (at most MME_METRICS_MAX_MODELS; past it: model=\"other\")");
         gauge(t, "mme_container_metrics_tracked_models", null, ContainerMetrics.tracked());
+    }
+
+    /**
+     * Where the shared host processes exist (MME_BACKEND=hosts; the zygote writes the events file then):
+     * how many models they hold, and the zygote's counts of models moved out of them and of hosts replaced.
+     */
+    private static void hosts(ScrapeText t, List<LedgerReader.Entry> live) {
+        List<String[]> events = LEDGER.hostEvents();
+        if (events.isEmpty()) {
+            return;
+        }
+        Set<String> hosted = new HashSet<>();
+        for (LedgerReader.Entry e : live) {
+            if (e.sharedHost) {
+                hosted.add(e.name);
+            }
+        }
+        family(t, "mme_container_hosted_models", "gauge",
+                "Loaded models held by the shared host processes (the others have a process of their own, "
+                        + "or reload into a host on their next request)");
+        gauge(t, "mme_container_hosted_models", null, hosted.size());
+        eventFamily(t, events, "moves", "mme_container_model_moves_total", "reason",
+                "Hosted models given a process of their own: slow predicts, or in flight when their host died");
+        eventFamily(t, events, "host_replacements", "mme_container_host_replacements_total", "cause",
+                "Shared host processes that ended and were replaced (an emptied host's recycling not counted)");
+    }
+
+    private static void eventFamily(ScrapeText t, List<String[]> events, String kind, String name,
+                                    String label, String help) {
+        family(t, name, "counter", help);
+        for (String[] e : events) {
+            if (e[0].equals(kind)) {
+                sample(t, name, null, label, e[1], 0);
+                t.append(e[2]).append('\n');
+            }
+        }
     }
 
     private static void family(ScrapeText t, String name, String type, String help) {
