@@ -49,24 +49,44 @@ def median_curve(curves: Sequence[Curve]) -> Curve:
     return [[n, statistics.median(v)] for n, v in sorted(by_n.items())]
 
 
+ZOOM_RATIO = 4  # a server ending this many times above the densest one squashes the rest: a zoomed panel
+
+
 def write_chart(path: Path, curves: dict[str, Curve], title: str) -> None:
-    """A PNG: one line per server, models loaded on x, whole-tree PSS in MB on y."""
+    """A PNG: one line per server, models loaded on x, whole-tree PSS in MB on y. When some server ends far
+    above the others (vanilla MMS: ~100 MB per model against ~1), a second panel shows the others alone, on
+    a scale where their slopes can be read."""
     import matplotlib  # the dev extra: only --chart needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    drawn = {label: curve for label, curve in curves.items() if curve}
+    finals = {label: curve[-1][1] for label, curve in drawn.items()}
+    dense = {label: curve for label, curve in drawn.items()
+             if finals and finals[label] <= ZOOM_RATIO * min(finals.values())}
+    zoom = 0 < len(dense) < len(drawn)
+    fig, axes = plt.subplots(1, 2 if zoom else 1, figsize=(15 if zoom else 9, 5.5), dpi=120, squeeze=False)
+    _panel(axes[0][0], drawn, "every server")
+    if zoom:
+        _panel(axes[0][1], dense, f"zoomed: the servers within {ZOOM_RATIO}x of the densest")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _panel(ax: object, curves: dict[str, Curve], subtitle: str) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
     for label, curve in curves.items():
-        if not curve:
-            continue
         xs, ys = zip(*curve, strict=True)
         color, marker = STYLE.get(label, (None, "o"))
         per_model = (ys[-1] - ys[0]) / xs[-1] if xs[-1] else 0.0
         ax.plot(xs, ys, marker=marker, markersize=4, color=color,
                 label=f"{label}: {ys[-1]:.0f} MB at {xs[-1]:.0f} models (avg +{per_model:.1f} MB/model)")
-    ax.set_title(title, fontsize=11)
+    ax.set_title(subtitle, fontsize=10)
     ax.set_xlabel("models loaded")
     ax.set_ylabel("whole-container PSS (MB, 10^6 bytes)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -74,7 +94,3 @@ def write_chart(path: Path, curves: dict[str, Curve], title: str) -> None:
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
