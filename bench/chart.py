@@ -33,6 +33,13 @@ class PssCurve:
         self.every = max(1, n // points)
         self.points: Curve = []
 
+    def slope(self) -> float | None:
+        """MB per model from the first sample with a model loaded to the last (None: under two such)."""
+        loaded = [p for p in self.points if p[0] >= 1]
+        if len(loaded) < 2 or loaded[-1][0] == loaded[0][0]:
+            return None
+        return (loaded[-1][1] - loaded[0][1]) / (loaded[-1][0] - loaded[0][0])
+
     def sample(self, loaded: int) -> None:
         due = loaded % self.every == 0 or loaded == self.n
         if due and (not self.points or self.points[-1][0] != loaded):

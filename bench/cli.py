@@ -153,6 +153,7 @@ def measure(kind: str, models: list[BenchModel], args: argparse.Namespace, workd
         "cold_load_p50_ms": ms(loads, 50), "cold_load_p95_ms": ms(loads, 95),
         "idle_pss_mb": idle.total / MB, "loaded_pss_mb": loaded.total / MB,
         "pss_per_model_mb": (loaded.total - idle.total) / n / MB,
+        "pss_slope_mb": curve.slope() if curve.slope() is not None else (loaded.total - idle.total) / n / MB,
         "warm_p50_ms": ms(lat.seconds, 50), "warm_p99_ms": ms(lat.seconds, 99),
         "warm_newconn_p50_ms": ms(fresh.seconds, 50), "warm_newconn_p99_ms": ms(fresh.seconds, 99),
         "throughput_rps": tp.requests_per_s,

@@ -24,6 +24,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("idle_pss_mb", "PSS idle, 0 models (MB)", "memory"),
     Metric("loaded_pss_mb", "PSS with N models loaded (MB)", "memory"),
     Metric("pss_per_model_mb", "PSS per additional model (MB)", "memory", "{:.2f}"),
+    # The slope past the first loads: a server that imports its libraries at its first load (MLServer) pays
+    # that once, and the average above would charge it to every model of a short run.
+    Metric("pss_slope_mb", "PSS per model past the first (MB, load curve)", "memory", "{:.2f}"),
     Metric("warm_p50_ms", "warm invoke p50 (ms)", "time", "{:.2f}"),
     Metric("warm_p99_ms", "warm invoke p99 (ms)", "time", "{:.2f}"),
     Metric("warm_newconn_p50_ms", "warm invoke p50, new connection (ms)", "time", "{:.2f}"),
