@@ -27,7 +27,8 @@ def _hosts_holding(ctl_end: socket.socket, conn_id: int,
     """Hosts with one host (pid 4242) serving one model's connection; the zygote records what settled."""
     settled: list = []
     zygote = SimpleNamespace(settled=lambda slot, what: settled.append((slot, what)),
-                             forget_record=ledger.forget if ledger is not None else lambda _pid: None)
+                             forget_record=ledger.forget if ledger is not None else lambda _pid: None,
+                             ledger=None)  # the host-event counts stay in memory
     hosts = Hosts(zygote, count=1, max_artifact_bytes=1 << 20, workers_per_model=1)  # type: ignore[arg-type]
     host = Host(pid=4242, ctl=ctl_end, state=HostState(), oom_kills=0)
     hosts.hosts[host.pid] = host

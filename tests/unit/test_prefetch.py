@@ -65,7 +65,8 @@ def test_a_failed_prefetch_leaves_nothing_cached(tmp_path: Path, ctl) -> None:
 
 
 def _hosts_with_one(ctl_end: socket.socket) -> tuple[Hosts, Host]:
-    hosts = Hosts(SimpleNamespace(), count=1, max_artifact_bytes=1 << 20, workers_per_model=1)  # type: ignore[arg-type]
+    hosts = Hosts(SimpleNamespace(ledger=None), count=1, max_artifact_bytes=1 << 20,  # type: ignore[arg-type]
+                  workers_per_model=1)
     host = Host(pid=-1, ctl=ctl_end, state=HostState(), oom_kills=0)
     hosts.hosts[host.pid] = host
     return hosts, host
