@@ -31,9 +31,12 @@ def test_invokes_log_nothing_per_request_and_stage_lines_line_up(backend: str, m
             answer = serve.invoke("iris", "5.1,3.5,1.4,0.2")
             spans.append((t0, time.perf_counter_ns()))
             assert answer.status_code == 200 and answer.json()["predictions"] == [0]
+        # MMS logs asynchronously: give a per-request line time to appear. The worker writes its stage line
+        # once the answer is sent (the line holds the send's stamp), so the last one may follow the client's
+        # read of the answer.
+        time.sleep(0.5)
         stages = [[int(v) for v in line.split()] for line in stage_log.read_text().splitlines()
                   if not line.startswith("load ")]  # the load's steps: test_load_steps_line_up
-        time.sleep(0.5)  # MMS logs asynchronously: give a per-request line time to appear
         added = serve.log().splitlines()[lines_before:]
     # Before: "Backend response time: N" at info from MMS's worker thread, one line per request.
     assert not [line for line in added if "Backend response time" in line], added[:3]
