@@ -148,12 +148,13 @@ def measure(kind: str, models: list[BenchModel], args: argparse.Namespace, workd
         server.stop()
     if not lat.seconds or not fresh.seconds:
         raise BenchError(f"{server.label}: no warm invoke succeeded")
+    per_model = (loaded.total - idle.total) / n / MB
     metrics = {
         "startup_s": server.startup_s,
         "cold_load_p50_ms": ms(loads, 50), "cold_load_p95_ms": ms(loads, 95),
         "idle_pss_mb": idle.total / MB, "loaded_pss_mb": loaded.total / MB,
-        "pss_per_model_mb": (loaded.total - idle.total) / n / MB,
-        "pss_slope_mb": curve.slope() if curve.slope() is not None else (loaded.total - idle.total) / n / MB,
+        "pss_per_model_mb": per_model,
+        "pss_slope_mb": per_model if (slope := curve.slope()) is None else slope,
         "warm_p50_ms": ms(lat.seconds, 50), "warm_p99_ms": ms(lat.seconds, 99),
         "warm_newconn_p50_ms": ms(fresh.seconds, 50), "warm_newconn_p99_ms": ms(fresh.seconds, 99),
         "throughput_rps": tp.requests_per_s,

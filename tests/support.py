@@ -73,25 +73,27 @@ class Serve:
                 return Path(line.rsplit("run dir ", 1)[1].strip())
         raise AssertionError("serve did not log its run dir")
 
-    def model_pids(self) -> dict[str, int]:
-        """Model name -> pid of the process serving it (from the container's memory ledger: a "BYTES NAME"
-        line per model, several in a shared host's record)."""
-        out = {}
+    def ledger(self) -> list[tuple[int, int, str]]:
+        """(pid, bytes, model name) per "BYTES NAME" line of the memory ledger's records of running processes
+        (several in a shared host's record; not its `host` line, nor version skew lines)."""
+        out = []
         for entry in (self.run_dir() / "ledger").iterdir():
             if entry.name.isdigit() and _running(int(entry.name)):
                 for line in entry.read_text().splitlines():
                     parts = line.split(maxsplit=1)
-                    if len(parts) == 2 and parts[0].isdigit():  # not a version skew line
-                        out[parts[1].strip()] = int(entry.name)
+                    if len(parts) == 2 and parts[0].isdigit():
+                        out.append((int(entry.name), int(parts[0]), parts[1].strip()))
         return out
 
+    def model_pids(self) -> dict[str, int]:
+        """Model name -> pid of the process serving it (from the container's memory ledger)."""
+        return {name: pid for pid, _, name in self.ledger()}
+
     def ledger_bytes(self, name: str) -> int:
-        """The bytes the memory ledger records for model `name` (its "BYTES NAME" line)."""
-        record = self.run_dir() / "ledger" / str(self.model_pids()[name])
-        for line in record.read_text().splitlines():
-            parts = line.split(maxsplit=1)
-            if len(parts) == 2 and parts[0].isdigit() and parts[1].strip() == name:
-                return int(parts[0])
+        """The bytes the memory ledger records for model `name`."""
+        for _, nbytes, held in self.ledger():
+            if held == name:
+                return nbytes
         raise AssertionError(f"no ledger line for {name}")
 
     def stop(self, timeout: float = 30) -> int:

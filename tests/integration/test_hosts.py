@@ -82,14 +82,12 @@ def _loads_of(serve: Serve, name: str) -> int:
 
 
 def _ledger(serve: Serve) -> dict[int, int]:
-    """host pid -> bytes it records in the memory ledger (a `host` line, then a "BYTES NAME" line per model
-    it holds)."""
+    """host pid -> bytes it records in the memory ledger (one line per model it holds)."""
     hosts = {p.pid for p in _children(serve)}
-    out = {}
-    for entry in (serve.run_dir() / "ledger").iterdir():
-        if entry.name.isdigit() and int(entry.name) in hosts:
-            out[int(entry.name)] = sum(int(line.split()[0]) for line in entry.read_text().splitlines()
-                                       if line.split()[0].isdigit())  # not the `host` line
+    out: dict[int, int] = {}
+    for pid, nbytes, _ in serve.ledger():
+        if pid in hosts:
+            out[pid] = out.get(pid, 0) + nbytes
     return out
 
 
