@@ -48,6 +48,9 @@ log = logging.getLogger("mme.hosts")
 DIED_MESSAGE = "The process serving the model died while answering this request"
 OOM_MESSAGE = "Insufficient memory: the model's host process was killed by the out-of-memory killer"
 MAX_ARTIFACT_FILES = 10_000  # a directory with more files than this is big whatever their sizes
+# A deleted model's request still in its host this long after the DELETE reached the zygote holds the host:
+# it is killed. Not at once: MMS may give up on a request (or a DELETE race one) the host is about to end.
+STUCK_AFTER_S = 2.0
 # A host that served this many connections and now has none is replaced by a fresh fork: Python's heap keeps
 # what hundreds of models fragmented (measured: +11 MB per host after 500 models came and went).
 RECYCLE_AFTER = 50
@@ -91,6 +94,9 @@ class Hosts:
         # Names of models that crashed or got stuck in a host: they get a process of their own from now on.
         self.own_process: set[str] = set()
         self.stuck: set[int] = set()  # hosts we killed because a deleted model's request held them
+        # Connection id -> (host, deadline, model) of a deleted model whose request its host was in.
+        self.suspects: dict[int, tuple[Host, float, str]] = {}
+        self.stuck_after_s = STUCK_AFTER_S
         self.events = HostEvents(zygote.ledger.dir if zygote.ledger else None)
         self.ids = itertools.count(1)
         self.stopping = False
@@ -260,14 +266,16 @@ class Hosts:
 
     def end_slot(self, slot: Slot) -> None:
         """The model was deleted (its launcher went): its host drops it, and the connection closes. A host
-        still busy with that model's request (MMS gave up on it: DELETE, or its response timeout) is stuck in
-        it and holds up its other models: it is killed, and they go to a fresh host."""
+        still in that model's request (MMS gave up on it: DELETE, or its response timeout) STUCK_AFTER_S
+        later is stuck in it and holds up its other models: it is killed then, and they go to a fresh host
+        (check_stuck)."""
         fetched = self.prefetched.pop(slot.args.sock_name, None)
         if fetched is not None and self._open(fetched):
             self._unfetch(fetched, slot)  # MMS never connected (e.g. a DELETE overtook the load)
         for hosted in [h for h in self.conns.values() if h.slot is slot]:
             host = hosted.host
-            stuck = host.state.get() in ((BUSY, hosted.id), (READING, hosted.id))
+            if _in_request(host, hosted.id) and host.pid in self.hosts and not self.stopping:
+                self.suspects[hosted.id] = (host, time.monotonic() + self.stuck_after_s, slot.args.model_name)
             try:
                 host.ctl.send(b"D%d" % hosted.id)
                 self.acks[hosted.id] = (host.pid, slot)
@@ -275,17 +283,47 @@ class Hosts:
             except OSError:
                 pass  # the host is gone: nothing of the model is left to drop
             self._forget(hosted)
-            if stuck and host.pid in self.hosts and not self.stopping:
-                self.own_process.add(slot.args.model_name)  # if MMS starts it again: not in a host
-                log.warning("host %d is stuck in a request of deleted model %s: replacing it", host.pid,
-                            slot.args.model_name)
-                self.stuck.add(host.pid)
-                try:
-                    os.kill(host.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+
+    def next_deadline(self) -> float | None:
+        """When check_stuck has next something to judge."""
+        return min((deadline for _host, deadline, _name in self.suspects.values()), default=None)
+
+    def check_stuck(self) -> None:
+        """Kill each host still in a deleted model's request past its deadline. The host is stopped
+        (SIGSTOP) while its state is read, so one that just moved on to another model's request is never
+        killed in it: that request would be answered 500 for a model nobody deleted."""
+        now = time.monotonic()
+        for conn_id, (host, deadline, name) in list(self.suspects.items()):
+            if deadline > now:
+                continue
+            del self.suspects[conn_id]
+            if host.ended or host.pid not in self.hosts or self.stopping or not _in_request(host, conn_id):
+                continue  # gone, or out of that request: it cannot go back to it (MMS closed its connection)
+            if not self._stopped_in_request(host, conn_id):
+                continue
+            self.own_process.add(name)  # if MMS starts it again: not in a host
+            log.warning("host %d is stuck in a request of deleted model %s: replacing it", host.pid, name)
+            self.stuck.add(host.pid)
+            os.kill(host.pid, signal.SIGKILL)  # stopped, not reaped: its pid is still ours
+
+    def _stopped_in_request(self, host: Host, conn_id: int) -> bool:
+        """Stop `host` and read whether it is still in connection `conn_id`'s request; a host that is not
+        is let go on (SIGCONT). One that exited meanwhile is reaped here."""
+        try:
+            os.kill(host.pid, signal.SIGSTOP)
+            pid, status = os.waitpid(host.pid, os.WUNTRACED)  # SIGSTOP lands asynchronously: wait for it
+        except (ProcessLookupError, ChildProcessError):
+            return False
+        if not os.WIFSTOPPED(status):
+            self.reaped(pid, status)
+            return False
+        if _in_request(host, conn_id):
+            return True
+        os.kill(host.pid, signal.SIGCONT)
+        return False
 
     def _acked(self, conn_id: int, host_pid: int) -> None:
+        self.suspects.pop(conn_id, None)  # it dropped the model: out of its request
         entry = self.acks.get(conn_id)
         if entry is not None and entry[0] == host_pid:
             del self.acks[conn_id]
@@ -401,6 +439,10 @@ class Hosts:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def _in_request(host: Host, conn_id: int) -> bool:
+    return host.state.get() in ((BUSY, conn_id), (READING, conn_id))
 
 
 def _artifact_bytes(path: str, limit: int) -> int:

@@ -131,7 +131,7 @@ class Zygote:
 
     def run(self) -> None:
         while not self.stopping:
-            for key, _ in self.sel.select(timeout=1.0):
+            for key, _ in self.sel.select(timeout=self._select_timeout()):
                 kind, slot = key.data
                 if slot is not None and slot.ended and (kind != "launcher" or slot.released):
                     # One batch can hold a launcher's EOF and a connect to its model's socket: the EOF
@@ -154,8 +154,18 @@ class Zygote:
                     self._from_loader(slot)
                 elif kind == "host":
                     self.hosts.from_host(slot)
-            self._reap()
+            self._tick()
         self.shutdown()
+
+    def _select_timeout(self) -> float:
+        """At most 1 s (reaping), less when a host is due to be judged stuck."""
+        deadline = self.hosts.next_deadline() if self.hosts is not None else None
+        return 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
+
+    def _tick(self) -> None:
+        if self.hosts is not None:
+            self.hosts.check_stuck()
+        self._reap()
 
     # -- launchers ---------------------------------------------------------------------------
     def _accept_launcher(self) -> None:
