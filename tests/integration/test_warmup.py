@@ -63,3 +63,20 @@ def test_ping_answers_503_while_the_load_path_warms_up(tmp_path: Path) -> None:
         assert "start-up warm-up stopped after" in serve.log()
         assert requests.head(f"{serve.url}/ping", timeout=5).status_code == 200
         assert requests.get(f"{serve.url}/ping", timeout=5).json() == {"status": "Healthy"}
+
+
+def test_ping_answers_200_only_once_every_new_connection_is_guarded(tmp_path: Path) -> None:
+    """Without a warm-up, /ping still waits for the plugin's per-connection handlers (request guard,
+    metrics): a client told "ready" opens its connections at once, and one opened before them would go
+    unguarded and uncounted. So at the first 200 of /ping, GET /metrics (503 until they are in) is 200."""
+    with running_serve(tmp_path, ready=False, MME_WARMUP_LOADS="0") as serve:
+        deadline = time.monotonic() + 60
+        answers = []
+        while not answers or answers[-1] != 200:
+            assert time.monotonic() < deadline and serve.proc.poll() is None, answers
+            try:
+                answers.append(requests.get(f"{serve.url}/ping", timeout=5).status_code)
+            except requests.ConnectionError:  # not listening yet
+                time.sleep(0.005)
+        assert requests.get(f"{serve.url}/metrics", timeout=5).status_code == 200
+        assert set(answers) <= {503, 200}, answers

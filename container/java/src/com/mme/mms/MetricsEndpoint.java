@@ -54,9 +54,14 @@ public class MetricsEndpoint extends ModelServerEndpoint {
         }
     }
 
+    /** Whether every new connection is seen and the render path is warm (/ping waits for it too). */
+    static boolean ready() {
+        return warm && (HANDLER_OFF || ChannelHook.installed());
+    }
+
     @Override
     public void doGet(Request req, Response rsp, Context ctx) throws IOException {
-        if (!warm || (!HANDLER_OFF && !ChannelHook.installed())) {
+        if (!ready()) {
             rsp.setStatus(503, "Service Unavailable");
             rsp.setContentType("text/plain; charset=utf-8");
             rsp.getOutputStream().write("metrics are not installed yet\n".getBytes(StandardCharsets.UTF_8));

@@ -16,7 +16,8 @@ import software.amazon.ai.mms.servingsdk.http.Request;
 import software.amazon.ai.mms.servingsdk.http.Response;
 
 /**
- * /ping in place of MMS's own: 503 until the start-up warm-up is over (Warmup), then MMS's answer, 200
+ * /ping in place of MMS's own: 503 until the start-up warm-up is over (Warmup) and our per-connection
+ * handlers are in place (MetricsEndpoint.ready), then MMS's answer, 200
  * {"status": "Healthy" | "Partial Healthy" | "Unhealthy"} counted as ModelManager.workerStatus counts.
  *
  * <p>MMS looks a plugin endpoint up before its built-in ping, and plugins are in place before it listens;
@@ -28,10 +29,21 @@ import software.amazon.ai.mms.servingsdk.http.Response;
 public class PingEndpoint extends ModelServerEndpoint {
 
     static final String WARMING = "The container is starting: its load path is warming up";
+    static final String HOOKING = "The container is starting: its request handlers are not in place yet";
 
-    /** The status a ping gets now. */
+    /**
+     * The status a ping gets now: 503 also until the request guard and metrics see every new connection,
+     * since a client told "ready" opens its connections at once, and one opened earlier goes unguarded.
+     */
     static int status() {
-        return Warmup.done() ? 200 : 503;
+        return starting() == null ? 200 : 503;
+    }
+
+    private static String starting() {
+        if (!Warmup.done()) {
+            return WARMING;
+        }
+        return MetricsEndpoint.ready() ? null : HOOKING;
     }
 
     @Override
@@ -57,9 +69,10 @@ public class PingEndpoint extends ModelServerEndpoint {
     private static void answer(Response rsp) throws IOException {
         rsp.setContentType("application/json");
         Object body;
-        if (status() == 503) {
+        String why = starting();
+        if (why != null) {
             rsp.setStatus(503, "Service Unavailable");
-            body = new ErrorResponse(503, "ServiceUnavailableException", WARMING);
+            body = new ErrorResponse(503, "ServiceUnavailableException", why);
         } else {
             body = new StatusResponse(health());
         }
