@@ -297,9 +297,8 @@ class Hosts:
             if deadline > now:
                 continue
             del self.suspects[conn_id]
-            if host.ended or host.pid not in self.hosts or self.stopping or not _in_request(host, conn_id):
-                continue  # gone, or out of that request: it cannot go back to it (MMS closed its connection)
-            if not self._stopped_in_request(host, conn_id):
+            gone = host.ended or host.pid not in self.hosts or self.stopping
+            if gone or not self._stopped_in_request(host, conn_id):
                 continue
             self.own_process.add(name)  # if MMS starts it again: not in a host
             log.warning("host %d is stuck in a request of deleted model %s: replacing it", host.pid, name)
@@ -309,6 +308,8 @@ class Hosts:
     def _stopped_in_request(self, host: Host, conn_id: int) -> bool:
         """Stop `host` and read whether it is still in connection `conn_id`'s request; a host that is not
         is let go on (SIGCONT). One that exited meanwhile is reaped here."""
+        if not _in_request(host, conn_id):
+            return False  # out of that request, for good (MMS closed its connection): no need to stop it
         try:
             os.kill(host.pid, signal.SIGSTOP)
             pid, status = os.waitpid(host.pid, os.WUNTRACED)  # SIGSTOP lands asynchronously: wait for it

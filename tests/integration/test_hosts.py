@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from sklearn_mme.container import examples
-from tests.integration.test_container_metrics import metrics_ready, scrape, value
+from tests.integration.test_container_metrics import scrape, value
 from tests.support import Serve, model_with_code, running_serve
 
 pytestmark = pytest.mark.mms
@@ -97,13 +97,6 @@ def _shared_host(serve: Serve, name: str) -> bool:
     return json.loads(resp.content)["sharedHost"]
 
 
-def _scrape(serve: Serve) -> dict:
-    """/metrics answers 503 until the plugin's start-up (its hook on connections, its render warm-up) is done,
-    which may come after /ping's first 200; once it has, a scrape is read at once."""
-    metrics_ready(serve)
-    return scrape(serve)
-
-
 MOVES = "mme_container_model_moves_total"
 REPLACED = "mme_container_host_replacements_total"
 
@@ -119,7 +112,7 @@ def test_many_models_answer_from_two_host_processes(tmp_path: Path, small_models
             assert _predictions(resp) == expected, name
         # Twelve models, and still only the two hosts: no process per model.
         assert len(_children(serve)) == 2
-        samples = _scrape(serve)
+        samples = scrape(serve)
         assert value(samples, "mme_container_hosted_models") == N_MODELS
         assert all(value(samples, MOVES, reason=r) == 0 for r in ("slow", "host_died"))
         assert all(value(samples, REPLACED, cause=c) == 0 for c in ("oom_kill", "stuck", "died"))
@@ -212,7 +205,7 @@ def test_a_host_killed_mid_traffic_costs_at_most_the_request_in_hand(tmp_path: P
         # A fresh host took the dead one's place, and every model answers.
         after = {p.pid for p in _children(serve)}
         assert victim not in after and len(after & hosts_before) >= 1
-        samples = _scrape(serve)
+        samples = scrape(serve)
         assert value(samples, REPLACED, cause="died") == 1
         died = [n for n, status, got in results if status != 200 and "process serving the model died" in got]
         assert value(samples, MOVES, reason="host_died") == len(died)  # the request in hand: its model moved
@@ -249,7 +242,7 @@ def test_a_model_that_crashes_its_host_gets_500_then_a_process_of_its_own(tmp_pa
         resp = serve.invoke("crashy", "-1,3.5,1.4,0.2")
         assert resp.status_code == 500, resp.text
         assert "process serving the model died" in resp.text
-        samples = _scrape(serve)  # counted by the time of the answer
+        samples = scrape(serve)  # counted by the time of the answer
         assert value(samples, REPLACED, cause="died") == 1
         assert value(samples, MOVES, reason="host_died") == 1
         # Its neighbours on the dead host answer again, from a fresh host.
@@ -260,7 +253,7 @@ def test_a_model_that_crashes_its_host_gets_500_then_a_process_of_its_own(tmp_pa
         after = {p.pid for p in _children(serve)}
         assert len(after) == 3  # two hosts and the crashy model's own process
         assert _shared_host(serve, "crashy") is False
-        assert value(_scrape(serve), "mme_container_hosted_models") == N_MODELS
+        assert value(scrape(serve), "mme_container_hosted_models") == N_MODELS
         # Crashing again takes down only its own process: the hosts stay.
         assert serve.invoke("crashy", "-1,3.5,1.4,0.2").status_code != 200
         survivors = {p.pid for p in _children(serve)}
@@ -301,7 +294,7 @@ def test_a_slow_hosted_model_moves_to_a_process_of_its_own(tmp_path: Path) -> No
         (host,) = [p.pid for p in _children(serve)]
         assert _answering_pid(serve, "quick") == host
         assert _shared_host(serve, "sleepy") is True
-        assert value(_scrape(serve), "mme_container_hosted_models") == 2
+        assert value(scrape(serve), "mme_container_hosted_models") == 2
         # Five slow answers from the host fill the window; the quick model's requests are not counted.
         for i in range(5):
             assert _answering_pid(serve, "sleepy") == host, i
@@ -309,7 +302,7 @@ def test_a_slow_hosted_model_moves_to_a_process_of_its_own(tmp_path: Path) -> No
         own = _answering_pid(serve, "sleepy")
         assert own != host
         # At the moment of that answer, the move is counted and the model is described where it runs.
-        samples = _scrape(serve)
+        samples = scrape(serve)
         assert value(samples, MOVES, reason="slow") == 1 and value(samples, MOVES, reason="host_died") == 0
         assert value(samples, "mme_container_hosted_models") == 1
         assert _shared_host(serve, "sleepy") is False and _shared_host(serve, "quick") is True
@@ -433,7 +426,7 @@ def test_deleting_a_model_stuck_in_its_host_frees_the_hosts_other_models(tmp_pat
         assert resp.status_code == 200 and _predictions(resp) == expected
         assert time.monotonic() - t0 < 4 + 5
         assert "is stuck in a request of deleted model sleepy" in serve.log()
-        samples = _scrape(serve)
+        samples = scrape(serve)
         assert value(samples, REPLACED, cause="stuck") == 1 and value(samples, REPLACED, cause="died") == 0
 
 

@@ -12,7 +12,7 @@ import requests
 import sklearn
 import xgboost
 
-from tests.integration.test_container_metrics import metrics_ready, models_of, scrape, value
+from tests.integration.test_container_metrics import models_of, scrape, value
 from tests.support import Serve, running_serve
 from tests.unit.booster_models import csv_body
 from tests.unit.old_sklearn import OLD_SKLEARN, old_sklearn_model
@@ -39,7 +39,6 @@ def test_skew_is_shown_per_model_and_counted(tmp_path: Path, old_model: tuple[Pa
     model_dir, made = old_model
     expected = {"library": "scikit-learn", "written": OLD_SKLEARN, "installed": sklearn.__version__}
     with running_serve(tmp_path) as serve:  # MME_VERSION_SKEW=warn: loaded, logged, shown, counted
-        metrics_ready(serve)
         opaque = "5d41402abc4b2a76b9719d911017c592"
         assert serve.load(opaque, model_dir).status_code == 200
         assert serve.load("current", model_root / "iris_logreg").status_code == 200
@@ -67,7 +66,6 @@ def test_refused_skew_is_its_own_load_failure_cause(tmp_path: Path, old_model: t
                                                      model_root: Path) -> None:
     model_dir, _ = old_model
     with running_serve(tmp_path, MME_VERSION_SKEW="refuse") as strict:
-        metrics_ready(strict)
         resp = strict.load("old", model_dir)
         assert resp.status_code == 400
         assert (f"version skew: scikit-learn {OLD_SKLEARN} wrote the model, {sklearn.__version__} is "
